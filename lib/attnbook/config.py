@@ -1,0 +1,170 @@
+"""Chapter configurations and profiles: one frozen dataclass per chapter, presets per profile.
+
+A notebook's papermill ``parameters`` cell holds only ``profile``, ``seed``, ``run_dir`` and a few
+overrides; :func:`resolve` turns them into the chapter's config, checking names, types and choices
+before anything runs, and :func:`check_requirements` stops at once when a profile needs a GPU or a
+dataset that is not there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+PROFILES = ("smoke", "cpu", "gpu", "paper")
+PROFILE_HELP = {
+    "smoke": "seconds-long run on tiny synthetic data (CI, tests)",
+    "cpu": "default: real comparative results on the synthetic benchmark, on 2 CPU cores",
+    "gpu": "the synthetic benchmark at realistic resolution on one GPU",
+    "paper": "the paper's own protocol on its real dataset (GPU + dataset under data/)",
+}
+# Names every notebook's parameters cell has, besides the chapter's own overrides.
+COMMON_PARAMETERS = ("profile", "seed", "run_dir")
+
+
+class ConfigError(ValueError):
+    """A parameter name or value that a chapter does not accept."""
+
+
+class RequirementError(RuntimeError):
+    """A profile needs something this machine lacks (a GPU, a dataset)."""
+
+
+def param(default: Any, *, choices: tuple | None = None, help: str = "", minimum: float | None = None) -> Any:
+    """A config field with documentation, optional allowed values and a lower bound."""
+    return field(default=default, metadata={"choices": choices, "help": help, "minimum": minimum})
+
+
+@dataclass(frozen=True)
+class ChapterConfig:
+    """Base of every chapter's config: what all profiles share."""
+
+    profile: str = param("cpu", choices=PROFILES, help="scale preset")
+    seed: int = param(0, help="master seed of the run", minimum=0)
+    device: str = param("auto", choices=("auto", "cpu", "cuda"), help="where to train")
+    needs_gpu: bool = param(False, help="the profile refuses to run without CUDA")
+    datasets: tuple[str, ...] = param((), help="real datasets the profile reads (see `attnbook data status`)")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` to ``annotation`` where that is unambiguous; raise ConfigError otherwise."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        for option in options:
+            try:
+                return _coerce(name, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"parameter {name!r}: {value!r} is not a valid {annotation}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"parameter {name!r}: expected a list, got {value!r}")
+        inner = typing.get_args(annotation)[0]
+        return tuple(_coerce(name, v, inner) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"parameter {name!r}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())):
+            raise ConfigError(f"parameter {name!r}: expected an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"parameter {name!r}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"parameter {name!r}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _validate_field(f: dataclasses.Field, value: Any) -> None:
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        values = value if isinstance(value, tuple) and not isinstance(f.default, str) else (value,)
+        bad = [v for v in values if v not in choices]
+        if bad:
+            raise ConfigError(f"parameter {f.name!r}: {bad[0]!r} is not one of {list(choices)}")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and isinstance(value, (int, float)) and value < minimum:
+        raise ConfigError(f"parameter {f.name!r}: {value!r} is below the minimum {minimum}")
+
+
+def resolve(profiles: Mapping[str, ChapterConfig], profile: str, overrides: Mapping[str, Any] | None = None,
+            allowed: tuple[str, ...] | None = None) -> ChapterConfig:
+    """The chapter config of ``profile`` with ``overrides`` applied and validated.
+
+    ``None`` values in ``overrides`` mean "keep the profile's value" (the parameters cell's defaults).
+    ``allowed`` restricts which fields may be overridden (a notebook exposes only a few).
+    """
+    if profile not in profiles:
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(profiles)}")
+    base = profiles[profile]
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    hints = _field_types(type(base))
+    valid = tuple(allowed) if allowed is not None else tuple(fields)
+    changes: dict[str, Any] = {}
+    for name, value in (overrides or {}).items():
+        if name not in valid or name not in fields:
+            raise ConfigError(f"unknown parameter {name!r}; valid parameters: {', '.join(sorted(valid))}")
+        if value is None:
+            continue
+        value = _coerce(name, value, hints[name])
+        _validate_field(fields[name], value)
+        changes[name] = value
+    try:
+        return dataclasses.replace(base, **changes)
+    except (TypeError, ValueError) as err:  # __post_init__ checks of the chapter
+        raise ConfigError(str(err)) from err
+
+
+def describe(config: ChapterConfig) -> list[dict[str, Any]]:
+    """Rows (name, value, help) documenting a config — for notebooks and ``attnbook list``."""
+    return [{"parameter": f.name, "value": getattr(config, f.name), "help": f.metadata.get("help", "")}
+            for f in dataclasses.fields(config)]
+
+
+def check_requirements(config: ChapterConfig) -> None:
+    """Stop before any work when the profile needs a GPU or a dataset that is missing."""
+    import torch
+
+    if (config.needs_gpu or config.device == "cuda") and not torch.cuda.is_available():
+        raise RequirementError(
+            f"profile {config.profile!r} needs a CUDA GPU and none is visible. "
+            "Run it on a GPU machine, or choose --profile cpu (or smoke)."
+        )
+    if config.datasets:
+        from attnbook.data.catalog import require_dataset
+
+        for name in config.datasets:
+            try:
+                require_dataset(name)
+            except (FileNotFoundError, OSError, ValueError) as err:
+                raise RequirementError(str(err)) from err
+
+
+def device_for(config: ChapterConfig) -> str:
+    """The torch device string a config asks for ("auto" picks CUDA when present)."""
+    import torch
+
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return config.device
