@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from attnbook import runs
@@ -44,8 +43,3 @@ def aggregate(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] | N
     return out
 
 
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (ddof=1; 0 for a single value)."""
-    arr = np.asarray(values, dtype=float)
-    se = float(arr.std(ddof=1) / np.sqrt(arr.size)) if arr.size > 1 else 0.0
-    return float(arr.mean()), se

@@ -6,7 +6,7 @@ parameters their papermill cell accepts; the CLI, the book builder and the tests
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from attnbook.config import COMMON_PARAMETERS, ChapterConfig, ConfigError, check_requirements, resolve
@@ -26,6 +26,7 @@ class Chapter:
     paper: str
     profiles: Mapping[str, ChapterConfig]
     parameters: tuple[str, ...]  # chapter fields the parameters cell may override
+    metrics: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key → valid range (tests)
 
     @property
     def notebook_parameters(self) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""Figures and widgets: overlays, sample grids, and kernel-free ipywidgets explorers."""

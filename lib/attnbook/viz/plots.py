@@ -1,0 +1,87 @@
+"""Matplotlib helpers shared by the chapters: overlays of attention on images and sample grids."""
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import matplotlib
+
+import numpy as np
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+
+
+def to_numpy_image(image: torch.Tensor) -> np.ndarray:
+    """``[3,H,W]`` float in [0,1] → ``[H,W,3]`` numpy for imshow."""
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend a heat map (any scale; min-max normalised here) onto an image; returns ``[H,W,3]``."""
+    heat = heat.detach().float().cpu()
+    if heat.shape != image.shape[-2:]:
+        heat = torch.nn.functional.interpolate(heat[None, None], size=image.shape[-2:], mode="bilinear",
+                                               align_corners=False)[0, 0]
+    lo, hi = heat.min(), heat.max()
+    heat = (heat - lo) / (hi - lo) if hi > lo else torch.zeros_like(heat)
+    colored = matplotlib.colormaps[cmap](heat.numpy())[..., :3]
+    return (1 - alpha) * to_numpy_image(image) + alpha * colored
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """Render a figure to PNG bytes and close it (for widgets)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def map_panel_png(image: torch.Tensor, heat: torch.Tensor | None, title: str, mask: torch.Tensor | None = None,
+                  size: float = 2.6, dpi: int = 80) -> bytes:
+    """One small picture: the image with a heat map overlaid and the object outline; PNG bytes."""
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(overlay(image, heat) if heat is not None else to_numpy_image(image))
+    if mask is not None and mask.any():
+        ax.contour(mask.float().cpu().numpy(), levels=[0.5], colors="white", linewidths=0.8)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    return figure_png(fig, dpi=dpi)
+
+
+def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str] | None = None, ncols: int = 8,
+               size: float = 1.6) -> Figure:
+    """A grid of ``[3,H,W]`` images with optional titles."""
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(to_numpy_image(images[k]))
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def maps_table(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tensor],
+               masks: Sequence[torch.Tensor] | None = None, size: float = 1.5) -> Figure:
+    """Rows = images, columns = input + one overlay per method (``maps[name]`` is ``[N,h,w]``)."""
+    names = list(maps)
+    n = len(images)
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=((len(names) + 1) * size, n * size), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(to_numpy_image(images[i]))
+        if masks is not None:
+            axes[i, 0].contour(masks[i].float().numpy(), levels=[0.5], colors="white", linewidths=0.6)
+        for j, name in enumerate(names, start=1):
+            axes[i, j].imshow(overlay(images[i], maps[name][i]))
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=8)
+        if i == 0:
+            axes[i, 0].set_title("input", fontsize=8)
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
