@@ -66,3 +66,9 @@ def test_gpu_requirement_stops_on_cpu_machines(monkeypatch):
 def test_describe_lists_every_field():
     names = [row["parameter"] for row in describe(Toy())]
     assert names[:3] == ["profile", "seed", "device"] and "methods" in names
+
+
+def test_missing_dataset_stops_with_the_prepare_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNBOOK_DATA", str(tmp_path))
+    with pytest.raises(RequirementError, match="attnbook data prepare cub"):
+        check_requirements(Toy(datasets=("cub",)))

@@ -38,17 +38,19 @@ def test_chapter_run_dir_prefers_the_complete_run(tmp_path):
     assert publish.chapter_run_dir("00_testbed", "cpu", tmp_path) == base
 
 
-def test_widget_assets_come_from_the_verified_cache(tmp_path):
+def test_assets_come_from_the_verified_cache(tmp_path):
     cache = runs.repo_root() / ".cache" / "npm"
-    if not all((cache / a.tarball).is_file() for a in publish.WIDGET_ASSETS):
-        pytest.fail("widget JS not cached: run `make setup` (python -m attnbook.publish vendor)")
-    out = publish.vendor_widget_js(tmp_path, cache)
-    assert {"require.js", "embed-amd.js", "assets-path.js"} <= {p.name for p in out.iterdir()}
-    assert "__jupyter_widgets_assets_path__" in (out / "assets-path.js").read_text()
+    if not all((cache / a.tarball).is_file() for a in publish.ASSETS):
+        pytest.fail("JavaScript not cached: run `make setup` (python -m attnbook.publish vendor)")
+    out = publish.vendor_assets(tmp_path, cache)
+    assert {"require.js", "embed-amd.js", "assets-path.js"} <= {p.name for p in (out / "widgets").iterdir()}
+    assert "__jupyter_widgets_assets_path__" in (out / "widgets" / "assets-path.js").read_text()
+    assert (out / "mathjax" / "tex-chtml.js").is_file()
+    assert len(list((out / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").iterdir())) > 10
 
 
 def test_a_tampered_tarball_is_deleted(tmp_path):
-    asset = publish.WIDGET_ASSETS[0]
+    asset = publish.ASSETS[0]
     (tmp_path / asset.tarball).write_bytes(b"not the package")
     with pytest.raises(publish.PublishError, match="sha1 differs"):
         publish.fetch_npm_asset(asset, tmp_path)

@@ -1,4 +1,4 @@
-"""The batch runner and its CLI, on a one-second fixture chapter (tests/fixtures/)."""
+"""The batch runner and its CLI, on a one-second fixture chapter (tests/runner_fixtures/)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from attnbook import chapters, runner, runs
 from attnbook.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "runner_fixtures"
 NOTEBOOK = str(FIXTURES / "99_fixture.ipynb")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from attnbook.config import PROFILE_HELP, PROFILES
+from attnbook.data.commands import register_cli
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -126,12 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results(sub)
     _add_book(sub)
     _add_list(sub)
-    try:
-        from attnbook.data.commands import register_cli
-    except ImportError:  # pragma: no cover - data commands are part of the package
-        pass
-    else:
-        register_cli(sub)
+    register_cli(sub)
     return parser
 
 

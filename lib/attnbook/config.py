@@ -153,11 +153,12 @@ def check_requirements(config: ChapterConfig) -> None:
         )
     if config.datasets:
         from attnbook.data.catalog import require_dataset
+        from attnbook.data.real.base import DatasetMissingError
 
         for name in config.datasets:
             try:
                 require_dataset(name)
-            except (FileNotFoundError, OSError, ValueError) as err:
+            except DatasetMissingError as err:
                 raise RequirementError(str(err)) from err
 
 

@@ -23,29 +23,35 @@ VENDOR_DIR = "_vendor"  # on html_static_path; not `_static`, which Jupyter Book
 
 @dataclass(frozen=True)
 class NpmAsset:
-    """A file set taken from a pinned npm package, checked against the registry's published sha1."""
+    """Files taken from a pinned npm package, checked against the registry's published sha1."""
 
     package: str
     version: str
     sha1: str
-    files: Mapping[str, str]  # path inside the tarball → path under _vendor/widgets/
+    folder: str  # destination under _vendor/
+    files: Mapping[str, str]  # tarball member (or folder ending in "/") → path under ``folder``
 
     @property
     def tarball(self) -> str:
         return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
 
 
-_FONTS = ("1551f4f60c37af51121f.woff2", "7a3337626410ca2f4071.woff2", "d878b0a6a1144760244f.woff2",
-          "2285773e6b4b172f07d9.woff", "bb58e57c48a3e911f15f.woff", "eeccf4f66002c6f2ba24.woff",
-          "491974d108fe4002b2aa.ttf", "527940b104eb2ea366c8.ttf", "be9ee23c0c6390141475.ttf",
-          "23f19bb08961f37aaf69.eot", "77206a6bb316fa0aded5.eot", "9bbb245e67a133f6e486.eot",
-          "2f517e09eb2ca6650ff5.svg", "4689f52cc96215721344.svg", "7a8b4f130182d19a2d7c.svg")
-WIDGET_ASSETS = (
-    NpmAsset("requirejs", "2.3.8", "bca0614b618ab2122462597e44878db7558bbba3",
+ASSETS = (
+    NpmAsset("requirejs", "2.3.8", "bca0614b618ab2122462597e44878db7558bbba3", "widgets",
              {"package/require.js": "require.js"}),
-    NpmAsset("@jupyter-widgets/html-manager", "1.0.15", "3d82fba512edcab82512e679be25c917f1b83fd1",
+    # ipywidgets 8's embed manager, with the fonts it loads (its `dist/` minus the non-AMD bundles)
+    NpmAsset("@jupyter-widgets/html-manager", "1.0.15", "3d82fba512edcab82512e679be25c917f1b83fd1", "widgets",
              {"package/dist/embed-amd.js": "embed-amd.js", "package/dist/embed.js.LICENSE.txt": "embed.LICENSE.txt",
-              **{f"package/dist/{f}": f for f in _FONTS}}),
+              **{f"package/dist/{f}": f for f in (
+                  "1551f4f60c37af51121f.woff2", "7a3337626410ca2f4071.woff2", "d878b0a6a1144760244f.woff2",
+                  "2285773e6b4b172f07d9.woff", "bb58e57c48a3e911f15f.woff", "eeccf4f66002c6f2ba24.woff",
+                  "491974d108fe4002b2aa.ttf", "527940b104eb2ea366c8.ttf", "be9ee23c0c6390141475.ttf",
+                  "23f19bb08961f37aaf69.eot", "77206a6bb316fa0aded5.eot", "9bbb245e67a133f6e486.eot",
+                  "2f517e09eb2ca6650ff5.svg", "4689f52cc96215721344.svg", "7a8b4f130182d19a2d7c.svg")}}),
+    # MathJax 3 for the equations (Sphinx would load it from a CDN); fonts resolve next to the script
+    NpmAsset("mathjax", "3.2.2", "c754d7b46a679d7f3fa03543d6b8bf124ddf9f6b", "mathjax",
+             {"package/es5/tex-chtml.js": "tex-chtml.js", "package/LICENSE": "LICENSE",
+              "package/es5/output/chtml/fonts/woff-v2/": "output/chtml/fonts/woff-v2/"}),
 )
 # Tells the html-manager where its fonts are (next to this script) instead of relative to the page.
 ASSETS_PATH_JS = "window.__jupyter_widgets_assets_path__ = new URL('.', document.currentScript.src).href;\n"
@@ -77,21 +83,32 @@ def fetch_npm_asset(asset: NpmAsset, cache: Path) -> Path:
     return path
 
 
-def vendor_widget_js(dest: Path, cache: Path) -> Path:
-    """Unpack RequireJS and the ipywidgets html-manager into ``dest/widgets`` (idempotent)."""
-    out = dest / "widgets"
-    out.mkdir(parents=True, exist_ok=True)
-    for asset in WIDGET_ASSETS:
-        if all((out / name).is_file() for name in asset.files.values()):
-            continue
+def _members(tar: tarfile.TarFile, asset: NpmAsset) -> list[tuple[tarfile.TarInfo, str]]:
+    """(member, destination) pairs of ``asset``; a folder entry takes every file below it."""
+    names = {m.name: m for m in tar.getmembers() if m.isfile()}
+    pairs = []
+    for source, target in asset.files.items():
+        if source.endswith("/"):
+            pairs += [(m, target + n[len(source):]) for n, m in names.items() if n.startswith(source)]
+        elif source in names:
+            pairs.append((names[source], target))
+        else:
+            raise PublishError(f"{asset.tarball} has no {source}")
+    return pairs
+
+
+def vendor_assets(dest: Path, cache: Path) -> Path:
+    """Unpack the pinned JavaScript (widgets, MathJax) into ``dest`` (idempotent); returns ``dest``."""
+    for asset in ASSETS:
+        out = dest / asset.folder
         with tarfile.open(fetch_npm_asset(asset, cache)) as tar:
-            for member, name in asset.files.items():
-                data = tar.extractfile(member)
-                if data is None:
-                    raise PublishError(f"{asset.tarball} has no {member}")
-                (out / name).write_bytes(data.read())
-    (out / "assets-path.js").write_text(ASSETS_PATH_JS)
-    return out
+            for member, name in _members(tar, asset):
+                target = out / name
+                if not target.is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tar.extractfile(member).read())
+    (dest / "widgets" / "assets-path.js").write_text(ASSETS_PATH_JS)
+    return dest
 
 
 def book_run_params(profile: str) -> dict[str, object]:
@@ -153,7 +170,7 @@ def stage(staging: Path, *, profile: str, results: Path, notebooks: Iterable[str
             shutil.copytree(src, staging / name, ignore=shutil.ignore_patterns("_build", "__pycache__"))
         else:
             shutil.copy2(src, staging / name)
-    vendor_widget_js(staging / VENDOR_DIR, cache or root / ".cache" / "npm")
+    vendor_assets(staging / VENDOR_DIR, cache or root / ".cache" / "npm")
     (staging / "nbs").mkdir()
     records, incomplete = [], []
     for notebook in notebooks:
@@ -171,8 +188,8 @@ def stage(staging: Path, *, profile: str, results: Path, notebooks: Iterable[str
 
 def build(staging: Path, out: Path) -> Path:
     """Run Jupyter Book 1 on the staged sources; returns the index page."""
-    cmd = [sys.executable, "-m", "jupyter_book.cli.main", "build", str(staging), "--path-output", str(out),
-           "--builder", "html", "--keep-going"]
+    script = Path(sys.executable).with_name("jupyter-book")  # the package has no `python -m` entry point
+    cmd = [str(script), "build", str(staging), "--path-output", str(out), "--builder", "html", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     index = out / "_build" / "html" / "index.html"
     if proc.returncode != 0 or not index.is_file():
@@ -202,7 +219,7 @@ def execute_and_build(*, profile: str = "cpu", jobs: int = 1, force: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m attnbook.publish vendor``: fetch the widget JavaScript into ``.cache/npm`` (setup step)."""
+    """``python -m attnbook.publish vendor``: fetch the pinned JavaScript into ``.cache/npm`` (setup step)."""
     import argparse
     import tempfile
 
@@ -211,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "vendor":
         with tempfile.TemporaryDirectory() as tmp:
-            vendor_widget_js(Path(tmp), runs.repo_root() / ".cache" / "npm")
-        print(f"widget JavaScript cached in {runs.repo_root() / '.cache' / 'npm'}")
+            vendor_assets(Path(tmp), runs.repo_root() / ".cache" / "npm")
+        print(f"widget and MathJax JavaScript cached in {runs.repo_root() / '.cache' / 'npm'}")
     return 0
 
 

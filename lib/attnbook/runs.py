@@ -192,6 +192,12 @@ class RunRecorder:
     started_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     _t0: float = field(default_factory=time.perf_counter, repr=False)
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where training checkpoints of this run live: beside the run folders, keyed by run id, so
+        an interrupted run resumes when executed again (``results/<notebook>/.checkpoints/<run-id>``)."""
+        return self.run_dir.parent / ".checkpoints" / run_id(self.params)
+
     def log(self, name: str, value: float) -> float:
         """Record one finite metric (``NaN``/``inf`` are refused: they are bugs, not results)."""
         value = float(value)
@@ -216,6 +222,12 @@ class RunRecorder:
         item = Claim(**kwargs)
         self.claims.append(item)
         return item
+
+    def claims_frame(self) -> Any:
+        """The claims recorded so far as a pandas DataFrame (the chapter's ledger table)."""
+        import pandas as pd
+
+        return pd.DataFrame([asdict(c) for c in self.claims]).drop(columns=["id"], errors="ignore")
 
     def save_figure(self, fig: Any, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` in the run folder."""
