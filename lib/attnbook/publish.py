@@ -53,8 +53,15 @@ ASSETS = (
              {"package/es5/tex-chtml.js": "tex-chtml.js", "package/LICENSE": "LICENSE",
               "package/es5/output/chtml/fonts/woff-v2/": "output/chtml/fonts/woff-v2/"}),
 )
-# Tells the html-manager where its fonts are (next to this script) instead of relative to the page.
-ASSETS_PATH_JS = "window.__jupyter_widgets_assets_path__ = new URL('.', document.currentScript.src).href;\n"
+# The html-manager's AMD modules resolve their assets (fonts) against their module URIs, which
+# RequireJS derives from the *page* folder; map the module paths to the vendored folder instead.
+ASSETS_PATH_JS = """(function () {
+  var here = new URL('.', document.currentScript.src).href;
+  window.__jupyter_widgets_assets_path__ = here;
+  var folder = here.replace(/\\/$/, '');
+  window.require.config({paths: {'@jupyter-widgets': folder, '@jupyter-widgets/html-manager/dist': folder}});
+})();
+"""
 
 
 class PublishError(RuntimeError):
