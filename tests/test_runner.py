@@ -90,6 +90,12 @@ def test_batch_keeps_failures_skips_completed_and_tabulates(tmp_path, capsys):
     assert any(o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", []))
     assert not any(p.name.startswith(".") for p in runs_dir.iterdir())  # no partial folders left
 
+    # --force re-executes a complete run from scratch: its training checkpoints are deleted first.
+    stale = runs.checkpoint_dir(runs_dir, runs.run_id({"profile": "smoke", "seed": 0, "fail": False}))
+    stale.mkdir(parents=True)
+    assert main(["run", NOTEBOOK, "--profile", "smoke", "-p", "fail=false", "--force", "--results", str(results)]) == 0
+    assert not stale.exists()
+
     assert main(["results", "99_fixture", "--results", str(results)]) == 0
     table = capsys.readouterr().out
     assert "score" in table and "left out" in table

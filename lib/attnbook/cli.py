@@ -23,7 +23,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="a grid axis: seed=0..9 (inclusive range) or method=bl,bla (list); repeatable")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="a fixed parameter")
     p.add_argument("--jobs", type=int, default=1, help="runs executed at once (default 1)")
-    p.add_argument("--force", action="store_true", help="rerun completed runs")
+    p.add_argument("--force", action="store_true",
+                   help="rerun completed runs, retraining from scratch (their checkpoints are deleted)")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per run")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: results/ or $ATTNBOOK_RESULTS)")
     p.set_defaults(func=_cmd_run)

@@ -207,9 +207,14 @@ def _finalize(spec: RunSpec, work: Path, status: dict[str, Any]) -> Path:
     return final
 
 
-def execute(spec: RunSpec, *, threads: int = 1, timeout: float | None = None, log_output: bool = False) -> Outcome:
-    """Execute one run in a fresh kernel; the executed notebook and results land in ``spec.run_dir``."""
+def execute(spec: RunSpec, *, threads: int = 1, timeout: float | None = None, log_output: bool = False,
+            fresh: bool = False) -> Outcome:
+    """Execute one run in a fresh kernel; the executed notebook and results land in ``spec.run_dir``.
+
+    ``fresh`` deletes the run's training checkpoints first (``--force``: retrain, don't reload)."""
     spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        shutil.rmtree(runs.checkpoint_dir(spec.run_dir.parent, spec.run_id), ignore_errors=True)
     work = spec.run_dir.with_name(f".{spec.run_id}.partial-{os.getpid()}-{time.time_ns()}")
     work.mkdir()
     runs.atomic_write_json(work / runs.PARAMS_FILE, dict(spec.params))
@@ -270,7 +275,7 @@ def run_batch(specs: Sequence[RunSpec], *, jobs: int = 1, force: bool = False, t
         bar.update(1)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(execute, s, threads=threads, timeout=timeout) for s in todo]
+        futures = [pool.submit(execute, s, threads=threads, timeout=timeout, fresh=force) for s in todo]
         for future in as_completed(futures):
             outcome = future.result()
             outcomes.append(outcome)

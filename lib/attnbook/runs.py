@@ -194,9 +194,8 @@ class RunRecorder:
 
     @property
     def checkpoint_dir(self) -> Path:
-        """Where training checkpoints of this run live: beside the run folders, keyed by run id, so
-        an interrupted run resumes when executed again (``results/<notebook>/.checkpoints/<run-id>``)."""
-        return self.run_dir.parent / ".checkpoints" / run_id(self.params)
+        """Where this run's training checkpoints live (see :func:`checkpoint_dir`)."""
+        return checkpoint_dir(self.run_dir.parent, run_id(self.params))
 
     def log(self, name: str, value: float) -> float:
         """Record one finite metric (``NaN``/``inf`` are refused: they are bugs, not results)."""
@@ -267,6 +266,12 @@ class RunRecorder:
         path = self.run_dir / METRICS_FILE
         atomic_write_json(path, record)
         return path
+
+
+def checkpoint_dir(notebook_results: Path, rid: str) -> Path:
+    """Training checkpoints of run ``rid``: beside the run folders (``results/<notebook>/.checkpoints/<rid>``),
+    so an interrupted run resumes when executed again; ``attnbook run --force`` deletes them."""
+    return notebook_results / ".checkpoints" / rid
 
 
 def default_run_dir(notebook: str, params: Mapping[str, Any]) -> Path:

@@ -191,8 +191,8 @@ def figure_history(history: History) -> Figure:
     frame = pd.DataFrame(history)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3))
     for split, style in (("train", "-"), ("aligned", "--"), ("conflicting", ":")):
-        ax_loss.plot(frame["epoch"], frame[f"{split}_loss"], style, label=split)
-        ax_acc.plot(frame["epoch"], frame[f"{split}_acc"], style, label=split)
+        ax_loss.plot(frame["epoch"], frame[f"{split}_loss"], style, marker="o", ms=3, label=split)
+        ax_acc.plot(frame["epoch"], frame[f"{split}_acc"], style, marker="o", ms=3, label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     ax_acc.legend(fontsize=8)
