@@ -32,6 +32,9 @@ def test_pages_exist_and_need_no_cdn(built_book):
         assert not external.search(html), f"{page} loads {external.search(html).group(0)}…"
     chapter = (built_book / f"nbs/{notebook_names()[0]}.html").read_text()
     assert "application/vnd.jupyter.widget-state+json" in chapter and "_static/widgets/embed-amd.js" in chapter
+    log = (built_book.parent / "build.log").read_text()
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
+    assert not warnings, f"the book build warned: {warnings[:3]}"
     claims = (built_book / "book/claims.html").read_text()
     assert claims.count("<tr") >= 2
     assert any(status in claims for status in ("reproduced", "inconclusive", "not run"))
