@@ -179,6 +179,7 @@ def _kernel_env(threads: int) -> dict[str, str]:
     env.pop("MPLBACKEND", None)  # an inherited Agg backend makes plt.show() draw nothing in notebooks
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATTNBOOK_NUM_THREADS"):
         env[var] = str(threads)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve parallel runs on a busy machine
     env["PYTHONHASHSEED"] = "0"
     return env
 
