@@ -14,6 +14,8 @@ from attnbook.config import COMMON_PARAMETERS, ChapterConfig, ConfigError, check
 # notebook stem → module defining CHAPTER (imported lazily: chapters pull in torch).
 _MODULES = {
     "00_testbed": "attnbook.chapters.testbed",
+    "04_bla": "attnbook.chapters.bla",
+    "05_brnpa": "attnbook.chapters.brnpa",
 }
 
 
