@@ -74,3 +74,12 @@ def test_read_rejects_schema_violations(tmp_path):
         runs.read_record(path.parent)
     with pytest.raises(runs.ResultsError, match="did not finish"):
         runs.read_record(tmp_path / "missing")
+
+
+def test_undefined_table_cells_become_null(tmp_path):
+    import pandas as pd
+
+    rec = _recorder(tmp_path)
+    rows = rec.table("t", pd.DataFrame({"a": [1.0, float("nan")], "b": ["x", "y"]}))
+    assert [r["a"] for r in rows] == [1.0, None]
+    assert runs.read_record(rec.finish().parent)["tables"]["t"][1]["a"] is None

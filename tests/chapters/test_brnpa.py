@@ -1,7 +1,6 @@
 """Chapter 5's pipeline pieces on hand-made inputs, plus one tiny end-to-end run of the pipeline."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -177,12 +176,6 @@ def test_step_cost_in_process():
     assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
     assert cost["ms_per_step"] > 0 and cost["features"] == "512×1×1"
     assert cost["head_params_m"] == pytest.approx(sum(p.numel() for p in BCNNHead(512, 3).parameters()) / 1e6)
-
-
-def test_recordable_turns_nan_into_null():
-    table = brnpa.recordable(pd.DataFrame({"a": [1.0, float("nan")], "b": ["x", "y"]}))
-    assert table["a"].tolist() == [1.0, None]
-    json.dumps(table.to_dict(orient="records"), allow_nan=False)
 
 
 def test_tiny_pipeline_end_to_end(tmp_path):

@@ -773,12 +773,6 @@ def figure_hierarchy(table: pd.DataFrame, areas: Mapping[str, float]) -> Figure:
     return fig
 
 
-def recordable(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with NaN (an undefined mean, e.g. a map that is zero everywhere) as ``None``, which the
-    run record stores as JSON null."""
-    return table.astype(object).where(table.notna(), None)
-
-
 # --- Figures 1 / 3 / 5: maps beside post-hoc explainers ----------------------------------------------
 
 def image_model(inputs: Inputs, model: StagedModel) -> ImageModel:
