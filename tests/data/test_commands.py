@@ -92,7 +92,9 @@ def test_prepare_stops_on_published_md5_mismatch(tmp_path):
     assert not (tmp_path / "root" / "celeba").exists()  # nothing extracted
     report = prepare("celeba", tmp_path / "downloads", tmp_path / "root", force=True, log=lambda _: None)
     assert not report.missing and not report.ok  # forced in, but the copied lists still mismatch
-    assert {c.status for c in report.checks} == {"mismatch"}
+    copies = [c for c in report.checks if c.path.endswith(".txt")]
+    assert len(copies) == 4 and {c.status for c in copies} == {"mismatch"}
+    assert report.checks[-1].status == "recorded"  # the manifest of what was extracted
 
 
 def test_verify_detects_published_md5_mismatch(tmp_path):
@@ -114,9 +116,11 @@ def test_verify_detects_change_of_recorded_file(tmp_path):
     root = tmp_path / "root"
     assert prepare("stanford_cars", downloads, root, log=lambda _: None).ok
     placed = root / "stanford_cars" / "cars_test_annos_withlabels.mat"
-    assert [c.status for c in verify("stanford_cars", root).checks] == ["ok"]
+    mat, manifest = "stanford_cars/cars_test_annos_withlabels.mat", ".attnbook-manifests/stanford_cars.json"
+    assert [(c.path, c.status) for c in verify("stanford_cars", root).checks] == [(mat, "ok"), (manifest, "ok")]
     placed.write_bytes(placed.read_bytes()[:-10])
-    assert [c.status for c in verify("stanford_cars", root).checks] == ["mismatch"]
+    assert [(c.path, c.status) for c in verify("stanford_cars", root).checks] == [
+        (mat, "mismatch"), (manifest, "mismatch"), (mat, "changed")]
 
 
 def test_extract_refuses_escaping_and_garbage(tmp_path):

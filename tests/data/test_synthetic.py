@@ -14,8 +14,16 @@ from attnbook.data import records as R
 from attnbook.data import synthetic as S
 from attnbook.data.render import habitat_table
 from attnbook.data.synthetic import (
-    DEFAULT_PARTS, MULTILABEL_FIELDS, PRESETS, SPLITS, BenchmarkSpec, class_table, generate_split,
-    make_benchmark, parts_for, spec_for,
+    DEFAULT_PARTS,
+    MULTILABEL_FIELDS,
+    PRESETS,
+    SPLITS,
+    BenchmarkSpec,
+    class_table,
+    generate_split,
+    make_benchmark,
+    parts_for,
+    spec_for,
 )
 
 TINY = BenchmarkSpec(num_classes=4, train_per_class=3, test_per_class=2, resolution=32, seed=3)

@@ -7,8 +7,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from attnbook.data.records import BBOX, IMAGE, LABEL, LANDMARK_VISIBLE, LANDMARKS, MASK, PART_MASKS
-from attnbook.data.transforms import (
-    as_size, center_crop_sample, crop_sample, resize_sample, resize_shorter_side)
+from attnbook.data.transforms import as_size, center_crop_sample, crop_sample, resize_sample, resize_shorter_side
 
 
 def _sample(height: int = 4, width: int = 6) -> dict[str, torch.Tensor]:

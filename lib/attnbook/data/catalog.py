@@ -2,8 +2,10 @@
 
 This module is the one source of truth for layouts and checksums: ``attnbook data`` reads it and
 ``data/README.md`` is rendered from it (:func:`render_markdown`; a test keeps the two in sync).
-A checksum appears here only when it is published in a source we can name (``md5_source``); for the
-rest, ``attnbook data prepare`` records the user's own sha256 in ``<root>/.attnbook-checksums.json``.
+A checksum appears here only when it is published in a source we can name (``md5_source``); one whose
+source does not vouch for it (a commented-out entry) is marked ``verified=False``: reported when it differs,
+never enforced. For the rest, ``attnbook data prepare`` records the sha256 of the user's archives in
+``<root>/.attnbook-checksums.json`` and of every extracted file in ``<root>/.attnbook-manifests/<name>.json``.
 Paths are relative to the data root (see :func:`attnbook.data.real.base.default_root`);
 ``"a | b"`` means either path will do.
 """
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from attnbook.data.real.base import DatasetMissingError, missing_paths, prepare_hint, resolve_root
+from attnbook.data.real.paths import DatasetMissingError, missing_paths, prepare_hint, resolve_root
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 TV = "torchvision/datasets/"  # where torchvision's published md5s live, cited per item
@@ -26,7 +28,8 @@ class Item:
     """A file the user obtains from the dataset's source.
 
     ``action``: ``extract`` an archive into ``dest``, ``copy`` a plain file into ``dest``, or ``link`` it
-    there for a dataset-specific ``finalize`` step. ``md5`` only when published (``md5_source`` names where).
+    there for a dataset-specific ``finalize`` step. ``md5`` only when published (``md5_source`` names where);
+    ``verified=False`` when the source does not vouch for it (reported, never enforced).
     """
 
     name: str
@@ -36,15 +39,17 @@ class Item:
     md5_source: str = ""
     size: str = ""
     optional: bool = False
+    verified: bool = True
 
 
 @dataclass(frozen=True)
 class FileChecksum:
-    """A published checksum of a file as it lies in the root after extraction."""
+    """A published checksum of a file as it lies in the root after extraction (``verified`` as in :class:`Item`)."""
 
     path: str
     md5: str
     source: str
+    verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class DatasetSpec:
     notes: str = ""
 
     def home_dir(self, root: str | os.PathLike | None = None) -> Path:
+        """The dataset's folder under the data root (``root``, else the default root)."""
         return resolve_root(root) / self.home
 
 
@@ -106,15 +112,20 @@ def _celeba() -> DatasetSpec:
                     size="≈1.4 GB"),)
         + tuple(Item(f, "celeba", action="copy", md5=m, md5_source=src) for f, m in files.items())
         + (Item("list_landmarks_celeba.txt", "celeba", action="copy", md5="063ee6ddb681f96bc9ca28c6febb9d1a",
-                md5_source=src + " (commented-out entry)", optional=True),
+                md5_source=src + " (commented-out entry)", optional=True, verified=False),
            Item("identity_CelebA.txt", "celeba", action="copy", md5="32bd1bd63d3c78cd57e08160ec5ed1e2",
                 md5_source=src, optional=True)),
         url="https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
         licence="non-commercial research purposes only (CelebA agreement)",
         download=("CelebA", {"split": "all"}),
-        notes="The in-the-wild images (`img_celeba.7z.0*`, ≈10 GB) are a split 7-Zip archive that Python cannot "
-              "unpack: extract them yourself with `7z x img_celeba.7z.001` into `celeba/img_celeba/`. "
-              "`--download` uses torchvision (needs the `gdown` package, Google Drive quotas apply).",
+        notes="The in-the-wild images come only as a 14-part 7-Zip archive (`img_celeba.7z.001` … "
+              "`img_celeba.7z.014`, ≈10 GB, folder `Img/img_celeba.7z/` of the CelebA Drive) that neither "
+              "`prepare` nor torchvision can unpack: put all 14 parts in one folder, run "
+              "`7z x img_celeba.7z.001 -o<root>/celeba` (creates `celeba/img_celeba/`), then `attnbook data "
+              "prepare celeba --from DIR` with `list_landmarks_celeba.txt` (folder `Anno/`) in DIR, so that the "
+              "manifest covers the images. The md5 of `list_landmarks_celeba.txt` comes from a commented-out line "
+              "of torchvision: a difference is reported, not enforced. `--download` uses torchvision (aligned "
+              "images only; needs the `gdown` package, Google Drive quotas apply).",
     )
 
 
@@ -180,7 +191,9 @@ def _stanford_dogs() -> DatasetSpec:
         url="http://vision.stanford.edu/aditya86/ImageNetDogs/",
         licence="ImageNet terms of access (non-commercial research)",
         notes="Boxes come from the per-image XML files in `Annotation/`; an image with several dogs gets the "
-              "box enclosing all of them.",
+              "box enclosing all of them. The XML corners are 0-based inclusive pixel indices (ImageNet style: "
+              "`xmax` = width − 1 at the right edge); the loader makes them exclusive (+1) and clips them to "
+              "the image.",
     )
 
 
@@ -193,8 +206,9 @@ def _cats_vs_dogs() -> DatasetSpec:
         url="https://www.microsoft.com/en-us/download/details.aspx?id=54765",
         licence="CDLA-Permissive-2.0 (shipped inside the zip)",
         notes="About 1,700 files are empty, corrupt or not JPEG/JFIF; like TensorFlow Datasets (which BLA used) "
-              "the loader skips files whose header lacks `JFIF`, leaving 23,262 images (BLA §4.1), and lists "
-              "them in `dataset.skipped`. No official split: seeded 80/20 (18,609 / 4,653).",
+              "the loader skips files without `JFIF` in their first 512 bytes (what TFDS's `peek(10)` on a zip "
+              "member actually returns), leaving 23,262 images (BLA §4.1), and lists them in `dataset.skipped`. "
+              "No official split: seeded 80/20 (18,609 / 4,653).",
     )
 
 
@@ -345,16 +359,22 @@ def _cite(source: str) -> str:
     return f"`{path}`" + (f" {note}" if note else "")
 
 
+def _provenance(source: str, verified: bool) -> str:
+    if verified:
+        return f"published in {_cite(source)}"
+    return f"unverified, from {_cite(source)}: reported, not enforced"
+
+
 def _markdown(spec: DatasetSpec) -> str:
     lines = [f"### {spec.title} (`{spec.name}`)", "", f"- Source: {spec.url}", f"- Licence: {spec.licence}",
              f"- Loader: `{spec.loader.replace(':', '.')}`; lives in `<root>/{spec.home}/`", "- Files to obtain:"]
     for item in spec.items:
-        checksum = (f"md5 `{item.md5}` (published in {_cite(item.md5_source)})" if item.md5
+        checksum = (f"md5 `{item.md5}` ({_provenance(item.md5_source, item.verified)})" if item.md5
                     else "no published checksum (sha256 recorded at prepare)")
         extras = ", ".join(x for x in (item.size, "optional" if item.optional else "") if x)
         lines.append(f"  - `{item.name}` → {item.action} into `<root>/{item.dest}`"
                      f"{f' ({extras})' if extras else ''}; {checksum}")
-    lines += [f"  - extracted `{f.path}`: md5 `{f.md5}` (published in {_cite(f.source)})" for f in spec.files]
+    lines += [f"  - extracted `{f.path}`: md5 `{f.md5}` ({_provenance(f.source, f.verified)})" for f in spec.files]
     lines.append("- Expected layout (required):")
     lines += [f"  - `{p}`" for p in spec.required]
     if spec.optional:

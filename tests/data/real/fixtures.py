@@ -6,10 +6,12 @@ data root) and returns the values the loader must parse back, so tests assert ag
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.io
@@ -138,16 +140,43 @@ def make_mnist(root: Path, gz: bool = True) -> Path:
 
 # --- CIFAR-100 ----------------------------------------------------------------------------------------------
 
+class _Py2Pickler(pickle._Pickler):
+    """Writes ``str`` and ``bytes`` as Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), as cPickle did."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj: str | bytes) -> None:
+        data = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+    dispatch[str] = _save_py2_str
+
+
+def py2_pickle(obj: Any) -> bytes:
+    """``obj`` pickled the way the CIFAR python batches were written: Python 2 cPickle, protocol 2, numpy 1.x
+    module names (``numpy.core.multiarray._reconstruct``), strings as Python 2 ``str``."""
+    buffer = io.BytesIO()
+    _Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
 def make_cifar100(root: Path) -> Path:
-    """4 train images (labels 5, 0, 99, 5), 2 test (7, 7); image n has every byte equal to 10·n + label % 10."""
+    """4 train images (labels 5, 0, 99, 5), 2 test (7, 7); image n has every byte equal to 10·n + label % 10.
+    Written like the real files (:func:`py2_pickle`), with their keys."""
     home = root / "cifar-100-python"
     home.mkdir(parents=True, exist_ok=True)
     for split, labels in (("train", [5, 0, 99, 5]), ("test", [7, 7])):
         data = np.stack([np.full(3072, 10 * n + y % 10, dtype=np.uint8) for n, y in enumerate(labels)])
-        with open(home / split, "wb") as handle:
-            pickle.dump({b"data": data, b"fine_labels": labels, b"coarse_labels": [0] * len(labels)}, handle)
-    with open(home / "meta", "wb") as handle:
-        pickle.dump({b"fine_label_names": [f"class{c}".encode() for c in range(100)]}, handle)
+        (home / split).write_bytes(py2_pickle({
+            "filenames": [f"img_{n}.png" for n in range(len(labels))], "batch_label": f"{split}ing batch 1 of 1",
+            "fine_labels": labels, "coarse_labels": [0] * len(labels), "data": data}))
+    (home / "meta").write_bytes(py2_pickle({"fine_label_names": [f"class{c}" for c in range(100)],
+                                            "coarse_label_names": [f"super{c}" for c in range(20)]}))
     return home
 
 
@@ -170,15 +199,22 @@ def make_caltech256(root: Path) -> Path:
 DOG_FOLDERS = ("n02085620-Chihuahua", "n02085782-Japanese_spaniel")
 
 
-def _xml(boxes: list[tuple[int, int, int, int]]) -> str:
-    objects = "".join(f"<object><name>dog</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-                      f"<ymax>{d}</ymax></bndbox></object>" for a, b, c, d in boxes)
-    return f"<annotation><size><width>{WIDTH}</width><height>{HEIGHT}</height></size>{objects}</annotation>"
+def dog_xml(boxes: list[tuple[int, int, int, int]], width: int = WIDTH, height: int = HEIGHT,
+            folder: str = "02085620", stem: str = "n02085620_1") -> str:
+    """An annotation file as in ``annotation.tar`` (ImageNet layout; corners 0-based inclusive)."""
+    objects = "".join(
+        f"\t<object>\n\t\t<name>Chihuahua</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n"
+        f"\t\t<difficult>0</difficult>\n\t\t<bndbox>\n\t\t\t<xmin>{a}</xmin>\n\t\t\t<ymin>{b}</ymin>\n"
+        f"\t\t\t<xmax>{c}</xmax>\n\t\t\t<ymax>{d}</ymax>\n\t\t</bndbox>\n\t</object>\n" for a, b, c, d in boxes)
+    return (f"<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{stem}</filename>\n\t<source>\n"
+            f"\t\t<database>ImageNet database</database>\n\t</source>\n\t<size>\n\t\t<width>{width}</width>\n"
+            f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n\t<segment>0</segment>\n"
+            f"{objects}</annotation>\n")
 
 
 def make_stanford_dogs(root: Path) -> Path:
-    """2 breeds × 2 images; image 1 of each breed is train. Image k's box: (k, 2, 10 + k, 12) 1-based;
-    the second Chihuahua also has a second dog at (20, 5, 30, 25)."""
+    """2 breeds × 2 images; image 1 of each breed is train. Image k's box: (k, 2, 10 + k, 12), 0-based
+    inclusive as in the real files; the second Chihuahua also has a second dog at (20, 5, 30, 25)."""
     home = root / "stanford_dogs"
     lists: dict[str, list] = {"train": [], "test": []}
     k = 0
@@ -189,7 +225,7 @@ def make_stanford_dogs(root: Path) -> Path:
             write_image(home / "Images" / folder / f"{stem}.jpg", value=20 * k)
             boxes = [(k, 2, 10 + k, 12)] + ([(20, 5, 30, 25)] if k == 2 else [])
             (home / "Annotation" / folder).mkdir(parents=True, exist_ok=True)
-            (home / "Annotation" / folder / stem).write_text(_xml(boxes))
+            (home / "Annotation" / folder / stem).write_text(dog_xml(boxes, folder=folder[1:9], stem=stem))
             lists["train" if n == 1 else "test"].append((f"{folder}/{stem}.jpg", f"{folder}/{stem}", label))
     (home / "lists").mkdir(parents=True, exist_ok=True)
     for split, rows in lists.items():

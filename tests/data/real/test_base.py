@@ -58,6 +58,8 @@ def test_shuffled_split_floor():
 
 def test_box_conventions():
     assert base.box_from_one_based(1, 1, 10, 20).tolist() == [0, 0, 10, 20]
+    assert base.box_from_zero_based(0, 0, 499, 374).tolist() == [0, 0, 500, 375]  # ImageNet: a full 500×375 box
+    assert base.clip_box(np.array([-1.0, 2.0, 41.0, 31.0]), width=40, height=30).tolist() == [0, 2, 40, 30]
     assert base.boxes_from_xywh(np.array([[2.0, 3.0, 4.0, 5.0]])).tolist() == [[2, 3, 6, 8]]
     assert base.enclosing_box(np.array([[1, 5, 3, 6], [0, 6, 2, 9]])).tolist() == [0, 5, 3, 9]
 

@@ -51,10 +51,22 @@ def test_large_face_filter(root):
 
 
 def test_missing_in_the_wild_images(tmp_path):
+    """The message says what to fetch and how to unpack it: neither prepare nor --download can supply
+    img_celeba/ (a 14-part 7-Zip archive)."""
     make_celeba(tmp_path, in_the_wild=False)
     CelebA(tmp_path)  # aligned works
-    with pytest.raises(DatasetMissingError, match=r"CelebA incomplete .*img_celeba.*attnbook data prepare celeba"):
+    home = tmp_path / "celeba"
+    with pytest.raises(DatasetMissingError) as caught:
         CelebA(tmp_path, in_the_wild=True)
+    message = str(caught.value)
+    assert f"in-the-wild images not found at {home / 'img_celeba'}" in message
+    assert "img_celeba.7z.001 … img_celeba.7z.014" in message
+    assert f"`7z x DIR/img_celeba.7z.001 -o{home}`" in message
+    assert message.endswith("then run: attnbook data prepare celeba --from DIR") and "--download" not in message
+    (home / "img_celeba").mkdir()  # extracted, but the landmark list is still missing
+    with pytest.raises(DatasetMissingError, match=r"list_landmarks_celeba\.txt is missing .*Anno/.*--from DIR$"):
+        CelebA(tmp_path, in_the_wild=True)
+    assert len(CelebA(tmp_path, in_the_wild=True, landmarks=False)) == 2  # boxes only: no landmark list needed
 
 
 def test_truncated_attribute_file(root):

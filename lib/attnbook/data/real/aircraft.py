@@ -11,7 +11,14 @@ from torchvision.datasets import FGVCAircraft as TorchvisionAircraft
 
 from attnbook.data.catalog import require_dataset
 from attnbook.data.real.base import (
-    RecordDataset, SampleTransform, box_from_one_based, check_choice, load_image, lookup, read_rows)
+    RecordDataset,
+    SampleTransform,
+    box_from_one_based,
+    check_choice,
+    load_image,
+    lookup,
+    read_rows,
+)
 from attnbook.data.records import BBOX, IMAGE, LABEL, DatasetInfo
 
 BANNER = 20  # rows of copyright banner at the bottom of every image

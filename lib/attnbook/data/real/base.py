@@ -18,52 +18,21 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from attnbook.data.real.paths import (  # noqa: F401 (the loaders import these from here too)
+    ENV_VAR,
+    CorruptImageError,
+    DatasetFormatError,
+    DatasetMissingError,
+    default_root,
+    first_existing,
+    missing_paths,
+    prepare_hint,
+    resolve_root,
+)
 from attnbook.data.records import BBOX, IMAGE, INDEX, LABEL, DatasetInfo
 from attnbook.data.transforms import as_size, resize_sample
 
-ENV_VAR = "ATTNBOOK_DATA"
 SampleTransform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
-
-
-class DatasetMissingError(FileNotFoundError):
-    """A dataset (or a part of it) is not on disk; the message names the missing path and the command to get it."""
-
-
-class DatasetFormatError(ValueError):
-    """A dataset file is present but unreadable (truncated, malformed); the message names the file and line."""
-
-
-class CorruptImageError(DatasetFormatError):
-    """An image file cannot be decoded; the message names the file."""
-
-
-def default_root() -> Path:
-    """The data root: ``$ATTNBOOK_DATA`` if set, else ``<repo>/data/raw``."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[4] / "data" / "raw"
-
-
-def resolve_root(root: str | os.PathLike | None) -> Path:
-    """``root`` if given, else :func:`default_root`."""
-    return default_root() if root is None else Path(root).expanduser()
-
-
-def prepare_hint(name: str, downloadable: bool = False) -> str:
-    """The command that fixes a missing dataset."""
-    hint = f"attnbook data prepare {name} --from DIR_WITH_ARCHIVES"
-    return hint + (f" (or: attnbook data prepare {name} --download)" if downloadable else "")
-
-
-def missing_paths(root: Path, paths: Sequence[str]) -> list[str]:
-    """Entries of ``paths`` (relative to ``root``; ``"a | b"`` = either) with no existing file or folder."""
-    return [p for p in paths if not any((root / alt.strip()).exists() for alt in p.split("|"))]
-
-
-def first_existing(root: Path, alternatives: Sequence[str]) -> Path | None:
-    """The first of ``alternatives`` (relative to ``root``) that exists, else ``None``."""
-    return next((root / a for a in alternatives if (root / a).exists()), None)
 
 
 def require_file(path: Path, dataset: str) -> Path:
@@ -219,6 +188,17 @@ def box_from_one_based(x_min: float, y_min: float, x_max: float, y_max: float) -
     """A box given as 1-based inclusive pixel indices (MATLAB / VOC style) as (x0, y0, x1, y1),
     0-based with x1/y1 exclusive."""
     return np.array([x_min - 1.0, y_min - 1.0, x_max, y_max])
+
+
+def box_from_zero_based(x_min: float, y_min: float, x_max: float, y_max: float) -> np.ndarray:
+    """A box given as 0-based inclusive pixel indices (ImageNet style: ``xmax = 499`` on a 500-pixel-wide
+    image) as (x0, y0, x1, y1), x1/y1 exclusive."""
+    return np.array([x_min, y_min, x_max + 1.0, y_max + 1.0])
+
+
+def clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``box`` (x0, y0, x1, y1) clipped to a ``width`` × ``height`` image, i.e. to [0, width] × [0, height]."""
+    return np.clip(box, 0.0, [width, height, width, height])
 
 
 def enclosing_box(boxes: np.ndarray) -> np.ndarray:

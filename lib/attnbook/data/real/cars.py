@@ -12,8 +12,7 @@ import numpy as np
 from torchvision.datasets import StanfordCars as TorchvisionCars
 
 from attnbook.data.catalog import require_dataset
-from attnbook.data.real.base import (
-    RecordDataset, SampleTransform, box_from_one_based, check_choice, lookup, read_mat)
+from attnbook.data.real.base import RecordDataset, SampleTransform, box_from_one_based, check_choice, lookup, read_mat
 from attnbook.data.records import BBOX, IMAGE, LABEL, DatasetInfo
 
 ANNOTATIONS = {"train": "devkit/cars_train_annos.mat", "test": "cars_test_annos_withlabels.mat"}

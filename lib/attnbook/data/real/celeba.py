@@ -16,8 +16,18 @@ from torch import Tensor
 
 from attnbook.data.catalog import require_dataset
 from attnbook.data.real.base import (
-    DatasetFormatError, RecordDataset, SampleTransform, boxes_from_xywh, check_choice, expect_rows, prepare_hint,
-    read_names, read_numeric, read_rows)
+    DatasetFormatError,
+    DatasetMissingError,
+    RecordDataset,
+    SampleTransform,
+    boxes_from_xywh,
+    check_choice,
+    expect_rows,
+    prepare_hint,
+    read_names,
+    read_numeric,
+    read_rows,
+)
 from attnbook.data.records import BBOX, IMAGE, LABEL, LANDMARK_VISIBLE, LANDMARKS, DatasetInfo
 
 SPLITS = {"train": 0, "valid": 1, "test": 2, "all": None}  # list_eval_partition.txt codes
@@ -42,8 +52,9 @@ class CelebA(RecordDataset):
                  in_the_wild: bool = False, landmarks: bool = True) -> None:
         super().__init__(root, size, transform)
         check_choice(split, "split", tuple(SPLITS))
-        wild = ("celeba/img_celeba", "celeba/list_landmarks_celeba.txt")
-        self.home = home = require_dataset(self.name, self.root, also=wild if in_the_wild else ())
+        self.home = home = require_dataset(self.name, self.root)
+        if in_the_wild:
+            require_in_the_wild(home, landmarks)
         self.in_the_wild = in_the_wild
         partition_file = home / "list_eval_partition.txt"
         names = read_names(partition_file, dataset=self.name)
@@ -91,6 +102,29 @@ class CelebA(RecordDataset):
             out[LANDMARKS] = torch.tensor(self._landmarks[index], dtype=torch.float32)  # [5, 2]
             out[LANDMARK_VISIBLE] = torch.ones(len(LANDMARK_NAMES), dtype=torch.bool)
         return out
+
+
+def require_in_the_wild(home: Path, landmarks: bool = True) -> None:
+    """Raise :class:`DatasetMissingError` with the exact steps when the in-the-wild images (or, with
+    ``landmarks``, their landmark list) are missing under ``home``.
+
+    Neither ``prepare --from`` nor ``--download`` can supply ``img_celeba/``: it ships only as a 14-part
+    7-Zip archive (torchvision comments it out for that reason), which the user extracts with ``7z``.
+    """
+    images = home / "img_celeba"
+    source = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+    then = "beside the other CelebA files, then run: attnbook data prepare celeba --from DIR"
+    if not images.is_dir():
+        raise DatasetMissingError(
+            f"CelebA in-the-wild images not found at {images}; `attnbook data prepare` cannot supply them (they "
+            f"ship only as a 14-part 7-Zip archive). Download all of img_celeba.7z.001 … img_celeba.7z.014 "
+            f"(folder Img/img_celeba.7z/ of the CelebA Google Drive, linked from {source}) into one folder DIR, "
+            f"extract them with `7z x DIR/img_celeba.7z.001 -o{home}` (p7zip / 7-Zip; creates {images}), put "
+            f"list_landmarks_celeba.txt (folder Anno/) in DIR {then}")
+    if landmarks and not (home / "list_landmarks_celeba.txt").is_file():
+        raise DatasetMissingError(
+            f"{home / 'list_landmarks_celeba.txt'} is missing (in-the-wild landmarks): download it from the "
+            f"CelebA Drive's Anno/ folder ({source}) into DIR {then}")
 
 
 def large_face_indices(dataset: CelebA, min_fraction: float = 0.3) -> list[int]:

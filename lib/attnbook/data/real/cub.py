@@ -16,10 +16,20 @@ from torch import Tensor
 
 from attnbook.data.catalog import require_dataset
 from attnbook.data.real.base import (
-    DatasetFormatError, RecordDataset, SampleTransform, boxes_from_xywh, check_choice, expect_rows, first_existing,
-    load_mask, lookup, prepare_hint, read_numeric, read_rows)
-from attnbook.data.records import (
-    ATTRIBUTES, BBOX, IMAGE, LABEL, LANDMARK_VISIBLE, LANDMARKS, MASK, DatasetInfo)
+    DatasetFormatError,
+    RecordDataset,
+    SampleTransform,
+    boxes_from_xywh,
+    check_choice,
+    expect_rows,
+    first_existing,
+    load_mask,
+    lookup,
+    prepare_hint,
+    read_numeric,
+    read_rows,
+)
+from attnbook.data.records import ATTRIBUTES, BBOX, IMAGE, LABEL, LANDMARK_VISIBLE, LANDMARKS, MASK, DatasetInfo
 
 AttributeMode = Literal["image", "class", "class_binary"]
 SPLITS = ("train", "test", "all")

@@ -18,8 +18,17 @@ from torch import Tensor
 
 from attnbook.data.catalog import require_dataset
 from attnbook.data.real.base import (
-    DatasetFormatError, DatasetMissingError, RecordDataset, SampleTransform, boxes_from_xywh, check_choice,
-    enclosing_box, lookup, prepare_hint, require_file)
+    DatasetFormatError,
+    DatasetMissingError,
+    RecordDataset,
+    SampleTransform,
+    boxes_from_xywh,
+    check_choice,
+    enclosing_box,
+    lookup,
+    prepare_hint,
+    require_file,
+)
 from attnbook.data.records import BBOX, IMAGE, LABEL, MASK, DatasetInfo
 
 

@@ -12,7 +12,14 @@ from torch import Tensor
 
 from attnbook.data.catalog import require_dataset
 from attnbook.data.real.base import (
-    DatasetFormatError, RecordDataset, SampleTransform, check_choice, per_class_split, prepare_hint, read_mat)
+    DatasetFormatError,
+    RecordDataset,
+    SampleTransform,
+    check_choice,
+    per_class_split,
+    prepare_hint,
+    read_mat,
+)
 from attnbook.data.records import ATTRIBUTES, IMAGE, LABEL, DatasetInfo
 
 

@@ -14,7 +14,14 @@ import torch
 
 from attnbook.data.catalog import require_dataset
 from attnbook.data.real.base import (
-    DatasetFormatError, RecordDataset, SampleTransform, check_choice, prepare_hint, read_names, read_rows)
+    DatasetFormatError,
+    RecordDataset,
+    SampleTransform,
+    check_choice,
+    prepare_hint,
+    read_names,
+    read_rows,
+)
 from attnbook.data.records import IMAGE, LABEL, DatasetInfo
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
