@@ -19,12 +19,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from attnbook.checkpoints import (
+    CHECKPOINT_FILE,
+    CHECKSUM_FILE,
+    HISTORY_FILE,
+    CheckpointCorruptError,
+    CheckpointMismatchError,
+)
 from attnbook.models.heads import GAPHead
 from attnbook.seeding import seed_everything, seeded_generator
 from attnbook.train import (
-    CHECKPOINT_FILE,
-    HISTORY_FILE,
-    CheckpointMismatchError,
     FeatureDataset,
     NonFiniteLossError,
     StepOutput,
@@ -166,7 +170,7 @@ def test_history_rows_and_files(tmp_path: Path) -> None:
     assert json.loads((tmp_path / HISTORY_FILE).read_text()) == history
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert state["epoch"] == 2 and state["history"] == history
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE, HISTORY_FILE]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE, CHECKSUM_FILE, HISTORY_FILE]  # no temp files
 
 
 def test_learning_rate_schedules() -> None:
@@ -259,6 +263,76 @@ def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
         fit(_seeded_net(), Images(32), TrainConfig(**{**config.__dict__, "lr": 0.01}), checkpoint_dir=tmp_path)
     with pytest.raises(CheckpointMismatchError, match=r"head\.fc\.weight: checkpoint \[4, 8\], now \[3, 8\]"):
         fit(TinyNet(num_classes=3), Images(32), config, checkpoint_dir=tmp_path)
+
+
+def test_checkpoint_of_another_context_or_code_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnbook import train
+
+    config = TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
+    fit(_seeded_net(), Images(32), config, checkpoint_dir=tmp_path, context={"data": {"p_bias": 0.9}})
+    with pytest.raises(CheckpointMismatchError, match=r"context\.data\.p_bias: checkpoint 0\.9, now 0\.5"):
+        fit(_seeded_net(), Images(32), config, checkpoint_dir=tmp_path, context={"data": {"p_bias": 0.5}})
+    with pytest.raises(CheckpointMismatchError, match=r"context: checkpoint \{'data'.*now None"):
+        fit(_seeded_net(), Images(32), config, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(train, "code_version", lambda: "0123456789ab")
+    with pytest.raises(CheckpointMismatchError, match=r"code_version: checkpoint '[0-9a-f]{12}', now '0123456789ab'"):
+        fit(_seeded_net(), Images(32), config, checkpoint_dir=tmp_path, context={"data": {"p_bias": 0.9}})
+
+
+def test_testbed_checkpoints_are_tied_to_config_and_data(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from attnbook.chapters.testbed import pipeline
+    from attnbook.chapters.testbed.config import CHAPTER
+    from attnbook.data.spec import spec_for
+
+    contexts = {}
+    for p_bias in (0.9, 0.5):
+        config = CHAPTER.resolve("smoke", 0, p_bias=p_bias)
+        bench = SimpleNamespace(spec=spec_for(config.preset, num_classes=4, train_per_class=1, test_per_class=1,
+                                              resolution=64, p_bias=p_bias))
+        contexts[p_bias] = pipeline.checkpoint_context(config, bench, {"code_version": "x"})
+    train_config = TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
+    fit(_seeded_net(), Images(32), train_config, checkpoint_dir=tmp_path, context=contexts[0.9])
+    with pytest.raises(CheckpointMismatchError, match=r"context\.config\.p_bias: checkpoint 0\.9, now 0\.5"):
+        fit(_seeded_net(), Images(32), train_config, checkpoint_dir=tmp_path, context=contexts[0.5])
+
+
+def _one_line_naming(err: pytest.ExceptionInfo, path: Path) -> None:
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and str(path) in message and "--force" in message
+
+
+def test_a_damaged_checkpoint_is_never_resumed(tmp_path: Path) -> None:
+    config = TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
+    fit(_seeded_net(), Images(32), config, checkpoint_dir=tmp_path)
+    path = tmp_path / CHECKPOINT_FILE
+    assert (tmp_path / CHECKSUM_FILE).read_text().split()[1] == CHECKPOINT_FILE
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = np.full(1024, 0.5, dtype=np.float32).tobytes()  # finite floats: torch.load passes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match="SHA-256 differs") as err:
+        fit(_seeded_net(), Images(32), config, checkpoint_dir=tmp_path)
+    _one_line_naming(err, path)
+
+
+def test_a_truncated_or_unverifiable_checkpoint_says_which_file_and_the_fix(tmp_path: Path) -> None:
+    from attnbook.checkpoints import load_checkpoint, sha256
+
+    config = TrainConfig(**{**CONFIG.__dict__, "epochs": 1})
+    fit(_seeded_net(), Images(32), config, checkpoint_dir=tmp_path)
+    path = tmp_path / CHECKPOINT_FILE
+    truncated = path.read_bytes()[:1000]
+    path.write_bytes(truncated)
+    (tmp_path / CHECKSUM_FILE).write_text(f"{sha256(truncated)}  {CHECKPOINT_FILE}\n")  # a matching checksum
+    with pytest.raises(CheckpointCorruptError, match="torch.load failed") as err:
+        load_checkpoint(tmp_path, {})
+    _one_line_naming(err, path)
+    (tmp_path / CHECKSUM_FILE).unlink()
+    with pytest.raises(CheckpointCorruptError, match="no checksum file") as err:
+        load_checkpoint(tmp_path, {})
+    _one_line_naming(err, path)
 
 
 # --- failures, optimisation details -----------------------------------------------------------------

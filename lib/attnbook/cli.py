@@ -6,25 +6,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from attnbook.config import PROFILE_HELP, PROFILES
 from attnbook.data.commands import register_cli
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
+    from attnbook.runs import DEFAULT_THREADS
+
     p = sub.add_parser("run", help="execute a notebook headless, once or over a parameter grid",
                        description="Each run lands in results/<notebook>/<run-id>/ (executed notebook, params.json, "
-                                   "metrics.json, figures). Completed runs are skipped unless --force.")
+                                   "metrics.json, figures). Completed runs are skipped unless --force; complete runs "
+                                   "of another code version (stale) are rerun unless --keep-stale.")
     p.add_argument("notebook", help="path of the notebook, e.g. nbs/00_testbed.ipynb")
     p.add_argument("--profile", default="cpu", help="; ".join(f"{k}: {v}" for k, v in PROFILE_HELP.items()))
     p.add_argument("--grid", action="append", default=[], metavar="NAME=VALUES",
                    help="a grid axis: seed=0..9 (inclusive range) or method=bl,bla (list); repeatable")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="a fixed parameter")
     p.add_argument("--jobs", type=int, default=1, help="runs executed at once (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of each run, whatever --jobs is (default $ATTNBOOK_THREADS or "
+                        f"{DEFAULT_THREADS}; another count can change the numbers, so it joins the run id)")
     p.add_argument("--force", action="store_true",
                    help="rerun completed runs, retraining from scratch (their checkpoints are deleted)")
+    p.add_argument("--keep-stale", action="store_true",
+                   help="skip complete runs of another code version instead of rerunning them")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep a run's training checkpoints after it completes (default: deleted)")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per run")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: results/ or $ATTNBOOK_RESULTS)")
     p.set_defaults(func=_cmd_run)
@@ -39,11 +49,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise runner.UsageError(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
     if args.jobs < 1:
         raise runner.UsageError(f"--jobs {args.jobs}: give at least 1")
-    specs = runner.plan(args.notebook, profile=args.profile, grid=args.grid, params=args.param, results=args.results)
-    outcomes = runner.run_batch(specs, jobs=args.jobs, force=args.force, timeout=args.timeout)
+    specs = runner.plan(args.notebook, profile=args.profile, grid=args.grid, params=args.param, results=args.results,
+                        threads=args.threads)
+    outcomes = runner.run_batch(specs, jobs=args.jobs, force=args.force, keep_stale=args.keep_stale,
+                                keep_checkpoints=args.keep_checkpoints, timeout=args.timeout)
     print(tabulate(runner.summary_rows(outcomes), headers="keys", tablefmt="simple"))
     failed = [o for o in outcomes if o.status == "failed"]
-    print(f"\n{len(outcomes) - len(failed)} ok ({sum(o.status == 'skipped' for o in outcomes)} skipped), "
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    stale = sum(o.note == "stale → rerun" for o in outcomes)
+    print(f"\n{len(outcomes) - len(failed)} ok ({skipped} skipped, {stale} stale → rerun), "
           f"{len(failed)} failed; results in {specs[0].run_dir.parent}")
     for o in failed:
         print(f"failed: {o.run_dir / 'notebook.ipynb'} — {o.error}")
@@ -61,7 +75,7 @@ def _add_results(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from attnbook import collect, runs, runner
+    from attnbook import collect, runner, runs
 
     stem = Path(args.notebook).stem
     root = args.results or runs.results_root()
@@ -69,6 +83,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     frame = collect.runs_frame(stem, root, skipped)
     if frame.empty:
         raise runner.UsageError(f"no complete runs of {stem} under {root}; run `attnbook run nbs/{stem}.ipynb` first")
+    versions = collect.code_versions(frame)
     if args.by:
         frame = collect.aggregate(frame, [c.strip() for c in args.by.split(",")])
     csv = args.csv or root / stem / ("runs.csv" if not args.by else "runs_aggregated.csv")
@@ -78,6 +93,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
     with pd.option_context("display.max_columns", 30, "display.width", 200, "display.float_format", "{:.4g}".format):
         print(frame.to_string(index=bool(args.by)))
+    if len(versions) > 1:
+        print(f"\n{collect.mixed_versions_line(versions, aggregated=bool(args.by))}")
     if skipped:
         print(f"\nleft out (incomplete or invalid): {', '.join(skipped)}")
     print(f"\nCSV: {csv}")
@@ -122,6 +139,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``attnbook`` parser with its subcommands: run, results, book, list and data."""
     parser = argparse.ArgumentParser(prog="attnbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
@@ -133,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit code, 2 on usage errors."""
     from attnbook.runner import UsageError
 
     parser = build_parser()
@@ -142,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"attnbook: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("attnbook: interrupted; running runs were killed (run the command again to resume them)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

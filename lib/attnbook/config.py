@@ -7,11 +7,15 @@ dataset that is not there.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import math
+import sys
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 PROFILE_HELP = {
@@ -32,9 +36,15 @@ class RequirementError(RuntimeError):
     """A profile needs something this machine lacks (a GPU, a dataset)."""
 
 
-def param(default: Any, *, choices: tuple | None = None, help: str = "", minimum: float | None = None) -> Any:
-    """A config field with documentation, optional allowed values and a lower bound."""
-    return field(default=default, metadata={"choices": choices, "help": help, "minimum": minimum})
+SEED_MAX = 2**63 - 1  # torch.manual_seed's upper bound for a signed 64-bit seed
+
+
+def param(default: Any, *, choices: tuple | None = None, help: str = "", minimum: float | None = None,
+          maximum: float | None = None) -> Any:
+    """A config field with documentation, optional allowed values and inclusive bounds (a probability:
+    ``minimum=0, maximum=1``); bounds apply to each element of a tuple."""
+    return field(default=default, metadata={"choices": choices, "help": help, "minimum": minimum,
+                                            "maximum": maximum})
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class ChapterConfig:
     """Base of every chapter's config: what all profiles share."""
 
     profile: str = param("cpu", choices=PROFILES, help="scale preset")
-    seed: int = param(0, help="master seed of the run", minimum=0)
+    seed: int = param(0, help="master seed of the run", minimum=0, maximum=SEED_MAX)
     device: str = param("auto", choices=("auto", "cpu", "cuda"), help="where to train")
     needs_gpu: bool = param(False, help="the profile refuses to run without CUDA")
     datasets: tuple[str, ...] = param((), help="real datasets the profile reads (see `attnbook data status`)")
@@ -57,7 +67,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
             return None
         for option in options:
             try:
@@ -79,16 +89,23 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"parameter {name!r}: expected true/false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())):
+        if isinstance(value, str):
+            value = value.strip()
+        integral = isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isascii()
+                                              and value.lstrip("-").isdigit())
+        if isinstance(value, bool) or not integral:
             raise ConfigError(f"parameter {name!r}: expected an integer, got {value!r}")
         return int(value)
     if annotation is float:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"parameter {name!r}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"parameter {name!r}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"parameter {name!r}: expected a string, got {value!r}")
@@ -103,9 +120,14 @@ def _validate_field(f: dataclasses.Field, value: Any) -> None:
         bad = [v for v in values if v not in choices]
         if bad:
             raise ConfigError(f"parameter {f.name!r}: {bad[0]!r} is not one of {list(choices)}")
-    minimum = f.metadata.get("minimum")
-    if minimum is not None and isinstance(value, (int, float)) and value < minimum:
-        raise ConfigError(f"parameter {f.name!r}: {value!r} is below the minimum {minimum}")
+    minimum, maximum = f.metadata.get("minimum"), f.metadata.get("maximum")
+    for item in value if isinstance(value, tuple) else (value,):
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        if minimum is not None and item < minimum:
+            raise ConfigError(f"parameter {f.name!r}: {item!r} is below the minimum {minimum}")
+        if maximum is not None and item > maximum:
+            raise ConfigError(f"parameter {f.name!r}: {item!r} is above the maximum {maximum}")
 
 
 def resolve(profiles: Mapping[str, ChapterConfig], profile: str, overrides: Mapping[str, Any] | None = None,
@@ -153,7 +175,7 @@ def check_requirements(config: ChapterConfig) -> None:
         )
     if config.datasets:
         from attnbook.data.catalog import require_dataset
-        from attnbook.data.real.base import DatasetMissingError
+        from attnbook.data.real.paths import DatasetMissingError
 
         for name in config.datasets:
             try:
@@ -163,9 +185,50 @@ def check_requirements(config: ChapterConfig) -> None:
 
 
 def device_for(config: ChapterConfig) -> str:
-    """The torch device string a config asks for ("auto" picks CUDA when present)."""
-    import torch
+    """The torch device string a config asks for ("auto" picks CUDA when present; see
+    :func:`attnbook.devices.resolve_device`, the one device resolver)."""
+    from attnbook.devices import resolve_device
 
-    if config.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return config.device
+    return str(resolve_device(config.device))
+
+
+# --- names papermill injected ------------------------------------------------------------------------
+
+INJECTED_MARKER = "# Parameters"  # first line of the cell papermill injects (tag ``injected-parameters``)
+
+
+def injected_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Names assigned by the cells papermill injected into this kernel, read from IPython's input
+    history ``In`` in ``namespace`` (empty outside IPython or when nothing was injected)."""
+    history = namespace.get("In")
+    if not isinstance(history, (list, tuple)):
+        return []
+    names: list[str] = []
+    for source in history:
+        if not isinstance(source, str) or not source.lstrip().startswith(INJECTED_MARKER):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in names:
+                names.append(node.id)
+    return names
+
+
+def check_injected(namespace: Mapping[str, Any], valid: Iterable[str], notebook: str = "this notebook") -> None:
+    """Refuse parameters papermill injected that the notebook does not declare (papermill only warns:
+    ``-p epoch 3`` would run the default ``epochs`` under a typo). Raises :class:`ConfigError`."""
+    valid = tuple(valid)
+    unknown = [name for name in injected_names(namespace) if name not in valid]
+    if unknown:
+        raise ConfigError(f"unknown parameter {unknown[0]!r} passed to {notebook} (papermill -p); "
+                          f"valid parameters: {', '.join(valid)}")
+
+
+def kernel_namespace() -> Mapping[str, Any] | None:
+    """The user namespace of the IPython kernel this code runs in, or ``None`` outside one."""
+    ipython = sys.modules.get("IPython")  # a kernel has imported it; elsewhere, don't pay for the import
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "user_ns", None) if shell is not None else None

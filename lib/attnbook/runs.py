@@ -2,27 +2,35 @@
 
 A *run* is one notebook executed with one parameter set. It lives in
 ``results/<notebook>/<run-id>/`` with the executed notebook, ``params.json``, ``metrics.json`` and
-``figures/``. ``metrics.json`` records the recipe beside the numbers (parameters, git commit,
-package versions, seed, device, wall time) and is validated on write and on read.
+``figures/``. ``metrics.json`` records the recipe beside the numbers (parameters, code version, git
+commit, package versions, seed, device, threads, wall time) and is validated on write and on read. A
+run not made by ``attnbook run`` writes to ``results/<notebook>/interactive/``; a finished run is never
+rewritten in place.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import math
+import numbers
 import os
-import platform
 import re
-import subprocess
-import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
-import jsonschema
+from attnbook.files import atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
+from attnbook.provenance import (  # noqa: F401 (re-exported)
+    PROVENANCE_PACKAGES,
+    code_version,
+    git_state,
+    package_versions,
+)
 
 SCHEMA_VERSION = 1
 METRICS_FILE = "metrics.json"
@@ -30,8 +38,10 @@ PARAMS_FILE = "params.json"
 STATUS_FILE = "status.json"
 NOTEBOOK_FILE = "notebook.ipynb"
 FIGURES_DIR = "figures"
+INTERACTIVE_DIR = "interactive"  # results/<notebook>/interactive/: runs not made by `attnbook run`
 CLAIM_STATUSES = ("reproduced", "not reproduced", "inconclusive", "not run")
-PROVENANCE_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "papermill", "attnbook")
+THREADS_ENV = "ATTNBOOK_THREADS"  # CPU threads of a run, set by the runner (independent of --jobs)
+DEFAULT_THREADS = 2  # the reference machine of the cpu profile; another count joins the run id
 
 
 class ResultsError(RuntimeError):
@@ -62,31 +72,14 @@ def run_id(params: Mapping[str, Any]) -> str:
     return f"{slug}__{digest}" if slug else digest
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
 def _schema() -> dict:
     return json.loads(resources.files("attnbook.schemas").joinpath("metrics.schema.json").read_text())
 
 
 def validate_record(record: Mapping[str, Any], source: str = "metrics record") -> None:
     """Raise :class:`ResultsError` naming the first schema violation."""
+    import jsonschema  # two seconds to import: only when a record is checked
+
     try:
         jsonschema.validate(record, _schema(), format_checker=jsonschema.FormatChecker())
     except jsonschema.ValidationError as err:
@@ -107,27 +100,17 @@ def read_record(run_dir: Path) -> dict[str, Any]:
     return record
 
 
-def git_state(root: Path | None = None) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout, or (None, None) outside git."""
-    root = root or repo_root()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, check=True, timeout=10).stdout.strip())
-        return commit, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
+def managed_threads() -> int | None:
+    """The CPU thread count the runner fixed for this run (``$ATTNBOOK_THREADS``), ``None`` if unset."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+def identity(params: Mapping[str, Any], threads: int | None) -> dict[str, Any]:
+    """The parameters a run id is made of: ``params`` plus ``threads`` when it is set and not
+    :data:`DEFAULT_THREADS` (another thread count can change the numbers, so it is another run)."""
+    extra = {"threads": threads} if threads is not None and threads != DEFAULT_THREADS else {}
+    return {**params, **extra}
 
 
 def device_name(device: str) -> str:
@@ -165,6 +148,15 @@ class Claim:
     setting: str
     status: str
     note: str = ""
+    expect: str | None = None  # "increase" | "decrease" | "equivalent" (attnbook.ledger)
+    test: str | None = None  # the test behind the verdict
+    n: int | None = None  # units of replication (seeds, paired images …)
+    effect: float | None = None  # ours − reference, in ``unit``
+    ci: tuple[float, float] | None = None  # 95 % confidence interval of the effect
+    p_value: float | None = None  # two-sided test of no difference
+    p_equivalence: float | None = None  # TOST, for an "equivalent" claim
+    margin: float | None = None  # equivalence margin of a "no difference" claim
+    unit: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in CLAIM_STATUSES:
@@ -188,16 +180,25 @@ class RunRecorder:
     device: str = "cpu"
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
-    started_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    started_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     _t0: float = field(default_factory=time.perf_counter, repr=False)
+    _written: bool = field(default=False, repr=False)
 
     @property
     def checkpoint_dir(self) -> Path:
         """Where this run's training checkpoints live (see :func:`checkpoint_dir`)."""
         return checkpoint_dir(self.run_dir.parent, run_id(self.params))
+
+    @property
+    def checkpoint_context(self) -> dict[str, Any]:
+        """What this run's checkpoints must match besides the training config and model: pass it to
+        :func:`attnbook.train.fit` as ``context=`` — the notebook, the resolved chapter config and the
+        code version, so a checkpoint of another configuration or code is refused, not resumed."""
+        return {"notebook": self.notebook, "config": self.config, "code_version": code_version()}
 
     def log(self, name: str, value: float) -> float:
         """Record one finite metric (``NaN``/``inf`` are refused: they are bugs, not results)."""
@@ -208,8 +209,39 @@ class RunRecorder:
         return value
 
     def log_many(self, values: Mapping[str, float], prefix: str = "") -> None:
+        """:meth:`log` every value, its name prefixed with ``prefix``."""
         for name, value in values.items():
             self.log(f"{prefix}{name}", value)
+
+    # --- the one route from a computed value to the page: record it and glue it under one name ---------
+
+    def number(self, name: str, value: float) -> float:
+        """Record a finite number in ``metrics.json`` *and* glue it for the text (``{glue:text}`name```).
+
+        The single route for every number the prose quotes: one name, one value, written once (a
+        second call with the same name is an error, so no number is computed twice under two names).
+        """
+        self._claim_name(name)
+        logged = self.log(name, value)
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        _glue(name, int(value) if whole else logged)  # counts read "800", not "800.0"
+        return logged
+
+    def numbers(self, values: Mapping[str, float], prefix: str = "") -> None:
+        """:meth:`number` for each ``prefix + name``."""
+        for name, value in values.items():
+            self.number(f"{prefix}{name}", value)
+
+    def text(self, name: str, value: Any) -> str:
+        """Record a short text (a label, a list of names) in ``metrics.json`` and glue it for the prose."""
+        self._claim_name(name)
+        self.texts[name] = str(value)
+        _glue(name, self.texts[name])
+        return self.texts[name]
+
+    def _claim_name(self, name: str) -> None:
+        if name in self.metrics or name in self.texts:
+            raise ValueError(f"{name!r} is recorded twice in this run; give each number one name and one route")
 
     def table(self, name: str, rows: Any) -> list[dict[str, Any]]:
         """Record a table (list of dicts or a pandas DataFrame)."""
@@ -220,6 +252,7 @@ class RunRecorder:
         return rows
 
     def claim(self, **kwargs: Any) -> Claim:
+        """Add a row to the claims ledger (keywords: the fields of :class:`Claim`); returns it."""
         item = Claim(**kwargs)
         self.claims.append(item)
         return item
@@ -240,6 +273,7 @@ class RunRecorder:
         return path
 
     def record(self) -> dict[str, Any]:
+        """The run record so far, as ``metrics.json`` holds it: provenance, metrics, tables, figures, claims."""
         commit, dirty = git_state()
         return _plain({
             "schema_version": SCHEMA_VERSION,
@@ -251,23 +285,57 @@ class RunRecorder:
             "config": self.config,
             "git_commit": commit,
             "git_dirty": dirty,
+            "code_version": code_version(),
             "packages": package_versions(),
             "device": device_name(self.device),
+            "threads": _torch_threads(),
             "started_at": self.started_at,
             "wall_time_s": round(time.perf_counter() - self._t0, 3),
             "metrics": self.metrics,
+            "texts": self.texts,
             "tables": self.tables,
             "figures": self.figures,
             "claims": [asdict(c) for c in self.claims],
         })
 
     def finish(self) -> Path:
-        """Validate and write ``metrics.json``; returns its path."""
+        """Validate and write ``metrics.json``; returns its path. A ``metrics.json`` this recorder did not
+        write (another run's) is never overwritten: :class:`ResultsError`."""
         record = self.record()
         validate_record(record, f"{self.notebook} run record")
         path = self.run_dir / METRICS_FILE
+        if path.exists() and not self._written:
+            raise ResultsError(_finished_here(self.run_dir))
         atomic_write_json(path, record)
+        self._written = True
         return path
+
+
+def _finished_here(run_dir: Path) -> str:
+    return (f"{run_dir} already holds a finished run ({METRICS_FILE}), which is never rewritten in place; "
+            "leave run_dir empty (a run of your own gets its own folder) or rerun it with `attnbook run … --force`")
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op CPU threads in this process (``None`` without torch)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    return torch.get_num_threads()
+
+
+def _glue(name: str, value: Any) -> None:
+    """Glue for myst-nb when running inside a kernel (papermill, Jupyter); a no-op elsewhere (tests)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with every kernel
+        return
+    if get_ipython() is None:
+        return
+    from myst_nb import glue
+
+    glue(name, value, display=False)
 
 
 def checkpoint_dir(notebook_results: Path, rid: str) -> Path:
@@ -277,17 +345,47 @@ def checkpoint_dir(notebook_results: Path, rid: str) -> Path:
 
 
 def default_run_dir(notebook: str, params: Mapping[str, Any]) -> Path:
+    """``results/<notebook>/<run-id>/``: where ``attnbook run`` puts a run with these parameters."""
     return results_root() / notebook / run_id(params)
+
+
+def interactive_run_dir(notebook: str, params: Mapping[str, Any]) -> Path:
+    """A run not made by ``attnbook run`` (Jupyter, plain papermill): its own folder,
+    ``results/<notebook>/interactive/<run-id>`` (``…~2``, ``~3`` … when that one holds a finished run),
+    never a batch run's folder."""
+    base = results_root() / notebook / INTERACTIVE_DIR
+    rid = run_id(params)
+    for n in itertools.count(1):
+        candidate = base / (rid if n == 1 else f"{rid}~{n}")
+        if not (candidate / METRICS_FILE).exists():
+            return candidate
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def start(notebook: str, *, run_dir: str | os.PathLike | None, profile: str, seed: int,
           params: Mapping[str, Any], config: Any = None, device: str = "cpu") -> RunRecorder:
-    """Begin recording a run. ``run_dir`` comes from ``attnbook run``; empty means an interactive run,
-    which writes to ``results/<notebook>/<run-id>/`` like a batch run with the same parameters."""
-    all_params = {"profile": profile, "seed": seed, **{k: v for k, v in params.items() if v is not None}}
-    target = Path(run_dir) if run_dir else default_run_dir(notebook, all_params)
+    """Begin recording a run. ``run_dir`` comes from ``attnbook run``; empty means a run of your own
+    (Jupyter, plain papermill), which gets its own folder (:func:`interactive_run_dir`). A folder that
+    already holds a finished run is refused (:class:`ResultsError`).
+
+    Values are taken from the resolved ``config`` where it has the field (so ``"03"`` is recorded, and
+    identified, as 3); ``None`` values mean "profile default" and are left out; the run's fixed thread
+    count joins the parameters when it is not the default (:func:`identity`)."""
+    given = {k: v for k, v in params.items() if v is not None}
+    if config is not None:
+        given = {k: getattr(config, k, v) for k, v in given.items()}
+        seed = getattr(config, "seed", seed)
+    threads = managed_threads()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    all_params = _plain(identity({"profile": profile, "seed": seed, **given}, threads))
+    target = Path(run_dir) if run_dir else interactive_run_dir(notebook, all_params)
+    if (target / METRICS_FILE).exists():
+        raise ResultsError(_finished_here(target))
     target.mkdir(parents=True, exist_ok=True)
-    return RunRecorder(notebook=notebook, run_dir=target, params=_plain(all_params), profile=profile, seed=seed,
+    return RunRecorder(notebook=notebook, run_dir=target, params=all_params, profile=profile, seed=seed,
                        device=device, config=_plain(config) if config is not None else {})
 
 
@@ -295,4 +393,5 @@ def iter_runs(notebook: str, root: Path | None = None) -> Iterator[Path]:
     """Run folders of a notebook (complete or not), sorted by name."""
     base = (root or results_root()) / notebook
     if base.is_dir():
-        yield from sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        yield from sorted(p for p in base.iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and p.name != INTERACTIVE_DIR)

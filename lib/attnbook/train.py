@@ -24,12 +24,11 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MethodType
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +36,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from attnbook.checkpoints import load_checkpoint, save_checkpoint
 from attnbook.data.records import IMAGE, LABEL
+from attnbook.devices import autocast, autocast_dtype, resolve_device
+from attnbook.provenance import code_version, jsonable
 from attnbook.seeding import get_rng_state, seed_everything, seeded_generator, set_rng_state
 
 FEATURES = "features"  # batch key of a cached backbone feature map [C, h, w] (see cache_features)
-CHECKPOINT_FILE = "checkpoint.pt"
-HISTORY_FILE = "history.json"
 
 Batch = dict[str, torch.Tensor]
 History = list[dict[str, float]]
@@ -83,7 +83,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     num_workers: int = 0
     drop_last: bool = False
-    progress: bool = True
+    progress: bool | None = None  # None: on, unless $ATTNBOOK_PROGRESS=0 (set by `attnbook run`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -114,7 +114,8 @@ class Objective(Protocol):
     ``torch.no_grad()``; an objective that needs gradients there (e.g. differentiable Grad-CAM) wraps
     that part in ``torch.enable_grad()``."""
 
-    def __call__(self, model: nn.Module, batch: Batch) -> StepOutput: ...
+    def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
+        """The loss, logits and logs of ``model`` on one ``batch``."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -126,10 +127,6 @@ class NonFiniteLossError(FloatingPointError):
             f"training loss is {value} at epoch {epoch}, step {step}; lower the learning rate, set "
             "grad_clip, or check the objective and the inputs for NaN/inf"
         )
-
-
-class CheckpointMismatchError(ValueError):
-    """``checkpoint_dir`` holds a checkpoint of a different run (config or model)."""
 
 
 def model_input(batch: Batch) -> torch.Tensor:
@@ -179,29 +176,10 @@ class _Meter:
         return {key: total / self.count for key, total in self.sums.items()}
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when present, else CPU; asking for CUDA without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' but no CUDA GPU is available; use device='auto' or 'cpu'")
-    return device
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; ``None`` = full fp32."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("amp='fp16' needs a CUDA device; on CPU use amp='bf16' or 'off'")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+def _show_progress(config: TrainConfig) -> bool:
+    if config.progress is not None:
+        return config.progress
+    return os.environ.get("ATTNBOOK_PROGRESS", "1") != "0"
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
@@ -287,7 +265,7 @@ class _Trainer:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for step, batch in enumerate(loader, start=1):
             batch = _to_device(batch, self.device)
-            with _autocast(self.device, self.dtype):
+            with autocast(self.device, self.dtype):
                 out = self.objective(self.model, batch)
             if not torch.isfinite(out.loss.detach()).all():
                 raise NonFiniteLossError(epoch, step, out.loss.item())
@@ -329,22 +307,27 @@ def fit(
     objective: Objective = cross_entropy,
     eval_data: Mapping[str, Dataset] | None = None,
     checkpoint_dir: str | Path | None = None,
+    context: Mapping[str, Any] | None = None,
     trainable: Iterable[nn.Parameter] | Iterable[dict] | None = None,
 ) -> History:
     """Train ``model`` on ``train_data`` for ``config.epochs``, evaluating every split of ``eval_data``
     after each epoch; returns the :data:`History` (also ``history.json`` in ``checkpoint_dir``).
 
     With ``checkpoint_dir``, a checkpoint is written atomically after every epoch, and an existing one
-    is resumed from its last completed epoch (a finished run returns at once, model loaded); a
-    checkpoint of another config or model raises :class:`CheckpointMismatchError`. ``trainable``
-    restricts or groups what the optimizer updates (default: all parameters with ``requires_grad``).
+    is resumed from its last completed epoch (a finished run returns at once, model loaded). What a
+    checkpoint must match (:func:`fingerprint`): ``config``, the model, the code version and
+    ``context`` — the caller's JSON-able description of everything else that shapes the result (the
+    resolved chapter config, the data spec; :attr:`attnbook.runs.RunRecorder.checkpoint_context`).
+    Another run's checkpoint raises :class:`~attnbook.checkpoints.CheckpointMismatchError`, a damaged
+    one :class:`~attnbook.checkpoints.CheckpointCorruptError`. ``trainable`` restricts or groups what
+    the optimizer updates (default: all parameters with ``requires_grad``).
     """
     seed_everything(config.seed)
     trainer = _Trainer.create(model, config, objective, trainable)
-    current = fingerprint(model, config)
+    current = fingerprint(model, config, context)
     history = _resume(trainer, Path(checkpoint_dir), current) if checkpoint_dir is not None else []
     steps = _steps_per_epoch(len(train_data), config) * (config.epochs - len(history))
-    with tqdm(total=steps, desc="train", unit="batch", disable=not config.progress, dynamic_ncols=True) as bar:
+    with tqdm(total=steps, desc="train", unit="batch", disable=not _show_progress(config), dynamic_ncols=True) as bar:
         for epoch in range(len(history) + 1, config.epochs + 1):
             history.append(_run_epoch(trainer, train_data, eval_data or {}, epoch, bar))
             if checkpoint_dir is not None:
@@ -384,7 +367,7 @@ def _evaluate(model: nn.Module, loader: DataLoader, objective: Objective, device
     meter = _Meter()
     for batch in loader:
         batch = _to_device(batch, device)
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             meter.add(objective(model, batch), batch[LABEL])
     model.train(was_training)
     return meter.means()
@@ -412,59 +395,30 @@ def predict(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> torch.
 
 # --- checkpoints -----------------------------------------------------------------------------------
 
-def fingerprint(model: nn.Module, config: TrainConfig) -> dict[str, Any]:
-    """What must match to resume: the config (minus display options), model class, parameter shapes."""
+def fingerprint(model: nn.Module, config: TrainConfig, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What must match to resume: the config (minus display options), model class, parameter shapes,
+    the code version (:func:`attnbook.provenance.code_version`) and the caller's ``context`` (JSON-able:
+    dicts, lists, numbers, strings; dataclasses, tuples and paths are converted)."""
     config_fields = {key: value for key, value in asdict(config).items() if key not in _NOT_FINGERPRINTED}
     params = {name: list(p.shape) for name, p in model.named_parameters()}
+    found = {"config": config_fields, "model": type(model).__qualname__, "parameters": params,
+             "code_version": code_version(), "context": jsonable(context, "checkpoint context")}
     # JSON round trip: tuples become lists, so a fingerprint compares equal to its stored copy
-    return json.loads(json.dumps({"config": config_fields, "model": type(model).__qualname__, "parameters": params}))
+    return json.loads(json.dumps(found, allow_nan=False))
 
-
-def _differences(stored: Any, current: Any, path: str = "") -> list[str]:
-    if isinstance(stored, dict) and isinstance(current, dict):
-        return [line for key in sorted(set(stored) | set(current), key=str)
-                for line in _differences(stored.get(key), current.get(key), f"{path}.{key}" if path else key)]
-    return [] if stored == current else [f"{path}: checkpoint {stored!r}, now {current!r}"]
 
 
 def _resume(trainer: _Trainer, directory: Path, current: dict[str, Any]) -> History:
     """Load ``directory``'s checkpoint into ``trainer`` if there is one; its history (empty if none)."""
-    path = directory / CHECKPOINT_FILE
-    if not path.is_file():
+    state = load_checkpoint(directory, current)
+    if state is None:
         return []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    stored = json.loads(state["fingerprint"])
-    differences = _differences(stored, current)
-    if differences:
-        shown = "\n  ".join(differences[:8]) + ("\n  …" if len(differences) > 8 else "")
-        raise CheckpointMismatchError(
-            f"{path} belongs to a different run ({len(differences)} differences):\n  {shown}\n"
-            "Use another checkpoint_dir, or delete this one to start over."
-        )
     trainer.load_state_dict(state)
     return list(state["history"])
 
 
 def _save(trainer: _Trainer, directory: Path, current: dict[str, Any], history: History) -> None:
-    """Write the checkpoint and ``history.json``, each atomically (temp file + ``os.replace``)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {**trainer.state_dict(), "fingerprint": json.dumps(current), "epoch": len(history),
-             "history": history}
-    _atomic_write(directory / CHECKPOINT_FILE, lambda handle: torch.save(state, handle))
-    _atomic_write(directory / HISTORY_FILE, lambda handle: handle.write(json.dumps(history, indent=1).encode()))
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Readers see the old file or the complete new one, never a torn write."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temp.open("wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    save_checkpoint(directory, trainer.state_dict(), current, history)
 
 
 # --- frozen modules and cached features ------------------------------------------------------------
