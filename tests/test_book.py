@@ -1,12 +1,15 @@
-"""The published book: built from the smoke runs, then opened in headless Chromium.
+"""The published book: built from the smoke runs, then opened in headless Chromium as a reader meets it.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Outside CI the
 browser tests skip with a message when they are missing; in CI (``CI`` set) they fail instead.
+Screenshots of each chapter's top and of the ledger (1,400 px and 400 px wide) land in
+``book/_build/screens/``.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -18,26 +21,72 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1400,2000")
+SITE_LIMIT = 20e6  # bytes: the whole site, for the current three chapters
+PAGE_LIMIT = 400e3  # bytes: one chapter's HTML (its widget state is a separate file, loaded after the text)
+WIDTHS = {"desktop": 1400, "phone": 400}
+
+
+def _chapters():
+    from attnbook.chapters import notebook_names
+
+    return notebook_names()
 
 
 def test_pages_exist_and_need_no_cdn(built_book):
-    from attnbook.chapters import notebook_names
-
-    pages = ["index.html", "book/claims.html"] + [f"nbs/{n}.html" for n in notebook_names()]
+    pages = ["index.html", "book/claims.html", "book/runs.html"] + [f"nbs/{n}.html" for n in _chapters()]
     for page in pages:
         assert (built_book / page).is_file(), f"{page} missing from the book"
     external = re.compile(r'<(?:script[^>]*\ssrc|link[^>]*\shref)="(https?:)?//', re.I)
     for page in pages:
         html = (built_book / page).read_text()
         assert not external.search(html), f"{page} loads {external.search(html).group(0)}…"
-    chapter = (built_book / f"nbs/{notebook_names()[0]}.html").read_text()
-    assert "application/vnd.jupyter.widget-state+json" in chapter and "_static/widgets/embed-amd.js" in chapter
+        assert "THEBE_JS_URL" not in html and "thebe" not in html.split("</head>")[0], f"{page}: thebe is loaded"
     log = (built_book.parent / "build.log").read_text()
     warnings = [line for line in log.splitlines() if "WARNING" in line]
     assert not warnings, f"the book build warned: {warnings[:3]}"
     claims = (built_book / "book/claims.html").read_text()
     assert claims.count("<tr") >= 2
     assert any(status in claims for status in ("reproduced", "inconclusive", "not run"))
+
+
+def test_chapter_pages_are_light_and_load_widgets_after_the_text(built_book):
+    for name in _chapters():
+        html = (built_book / f"nbs/{name}.html").read_text()
+        head = html.split("</head>")[0]
+        assert "application/vnd.jupyter.widget-state+json" not in html, f"{name}: widget state inline"
+        assert "embed-amd.js" not in head and "require.js" not in head, f"{name}: widget bundle in <head>"
+        assert re.search(r'<script[^>]*defer[^>]*widgets/loader\.js', head), f"{name}: no deferred widget loader"
+        assert (built_book / f"nbs/{name}.widgets.js").is_file()
+        assert len(html.encode()) < PAGE_LIMIT, f"{name}.html is {len(html.encode()) / 1e3:.0f} kB"
+        assert re.search(r'class="[^"]*\battnbook-verdict\b', html), f"{name}: no verdict box"
+        assert re.search(r'class="[^"]*\battnbook-provenance\b', html), f"{name}: no provenance footer"
+        text = re.sub(r"<[^>]+>", "", html)  # code blocks are highlighted token by token
+        assert f"attnbook run nbs/{name}.ipynb --profile smoke" in text, f"{name}: no rerun command"
+        assert "injected-parameters" not in html and ".partial-" not in html, f"{name}: papermill's run_dir shows"
+        assert "%|" not in html, f"{name}: a progress bar is on the page"
+
+
+def test_the_site_ships_nothing_a_reader_does_not_need(built_book):
+    files = [p for p in built_book.rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    assert total < SITE_LIMIT, f"the site is {total / 1e6:.1f} MB"
+    assert not [p for p in files if p.suffix == ".map"], "source maps shipped"
+    assert not [p for p in files if p.suffix in (".eot", ".ttf")], "legacy font formats shipped"
+    assert not (built_book / "_static" / "locales").exists()
+    assert (built_book / "favicon.ico").is_file() and (built_book / "_static" / "favicon.svg").is_file()
+    for name in _chapters():
+        download = json.loads((built_book / "_sources" / "nbs" / f"{name}.ipynb").read_text())
+        assert all(not c.get("outputs") for c in download["cells"]), f"{name}: the download keeps its outputs"
+        assert "widgets" not in download["metadata"]
+
+
+def test_all_runs_page_lists_every_run(built_book, smoke_results):
+    results, _ = smoke_results
+    page = (built_book / "book/runs.html").read_text()
+    for name in _chapters():
+        n = sum(1 for d in (results / name).iterdir() if d.is_dir() and not d.name.startswith("."))
+        assert f"{n} run{'s' * (n != 1)} of" in page, f"{name}: not every run is listed"
+        assert f'href="../nbs/{name}.html"' in page, f"{name}: its book run is not linked to its page"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +110,8 @@ def server(built_book):
 def browser(tmp_path_factory):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        message = "headless Chromium needs Debian's chromium + chromium-driver (apt-get install chromium chromium-driver)"
+        message = ("headless Chromium needs Debian's chromium + chromium-driver "
+                   "(apt-get install chromium chromium-driver)")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -80,60 +130,114 @@ def browser(tmp_path_factory):
     drv.quit()
 
 
+@pytest.fixture(scope="module")
+def screens():
+    from attnbook.runs import repo_root
+
+    folder = repo_root() / "book" / "_build" / "screens"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 VISIBLE_WIDGET_IMAGES = """
 return [...document.querySelectorAll('img.widget-image')]
   .filter(e => e.offsetParent !== null && e.naturalWidth > 0).map(e => e.src.slice(-64));
 """
+PAGE_TEXT = "return document.querySelector('main, .bd-article, body').innerText"
 
 
-def _wait(browser, script, timeout=30):
+def _wait(browser, script, timeout=30, message=""):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout).until(lambda d: d.execute_script(script))
+    return WebDriverWait(browser, timeout).until(lambda d: d.execute_script(script), message)
+
+
+def _open(browser, url):
+    """Load ``url`` with the console log emptied first; returns nothing (read it with :func:`_errors`)."""
+    browser.get_log("browser")
+    browser.get(url)
+
+
+def _errors(browser):
+    """Every SEVERE console entry since :func:`_open` (JS errors, failed requests — favicon included)."""
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def _shoot(browser, screens, stem):
+    """Screenshots of the page's top at each of :data:`WIDTHS` (device emulation, so phones get their layout)."""
+    for label, width in WIDTHS.items():
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": 900 if label == "desktop" else 860, "deviceScaleFactor": 1,
+            "mobile": label == "phone"})
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.execute_script("return new Promise(r => requestAnimationFrame(() => setTimeout(r, 300)))")
+        browser.save_screenshot(str(screens / f"{stem}-{label}.png"))
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _check_text(name, text):
+    assert "NaN" not in text, f"{name}: NaN on the page: …{text[max(0, text.find('NaN') - 80):text.find('NaN') + 20]}…"
+    assert "{glue:" not in text, f"{name}: raw glue markup on the page"
+    assert "%|" not in text and "batch/s" not in text, f"{name}: a progress bar on the page"
+    assert "PosixPath(" not in text, f"{name}: a stray path repr on the page"
 
 
 @pytest.mark.browser
-def test_chapter_figures_and_widgets_render_and_respond(browser, server):
+def test_chapter_pages_as_a_reader_meets_them(browser, server, screens):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from attnbook.chapters import notebook_names
+    for name in _chapters():
+        _open(browser, f"{server}/nbs/{name}.html")
+        _wait(browser, "return [...document.querySelectorAll('.cell_output img')]"
+                       ".filter(i => i.complete && i.naturalWidth > 0).length >= 2 || null",
+              message=f"{name}: fewer than 2 rendered figures")
+        assert browser.find_elements(By.CSS_SELECTOR, ".attnbook-verdict .claim-status") or \
+            browser.find_elements(By.CSS_SELECTOR, ".attnbook-verdict.error"), f"{name}: no verdict box with badges"
+        footer = browser.find_element(By.CSS_SELECTOR, ".attnbook-provenance").text
+        for field in ("git commit", "code version", "device", "wall time", "packages", "attnbook run"):
+            assert field in footer, f"{name}: the provenance footer lacks {field!r}"
+        _check_text(name, browser.execute_script(PAGE_TEXT))
+        _shoot(browser, screens, name)
 
-    for name in notebook_names():
-        browser.get(f"{server}/nbs/{name}.html")
-        figures = browser.execute_script(
-            "return [...document.querySelectorAll('.cell_output img')].filter(i => i.naturalWidth > 0).length")
-        assert figures >= 2, f"{name}: only {figures} rendered figures"
-        _wait(browser, "return document.querySelectorAll('.widget-slider, .jupyter-widgets .widget-hslider').length > 0")
+        _wait(browser,
+              "return document.querySelectorAll('.widget-slider, .jupyter-widgets .widget-hslider').length > 0")
         before = _wait(browser, VISIBLE_WIDGET_IMAGES)
         assert len(before) == 1, f"{name}: expected one visible explorer image, saw {len(before)}"
-
         handle = browser.find_element(By.CSS_SELECTOR, ".noUi-handle")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", handle)
         handle.click()
         handle.send_keys(Keys.ARROW_RIGHT)
         after_slider = _wait(browser, VISIBLE_WIDGET_IMAGES)
         assert after_slider != before, f"{name}: moving the image slider did not change the view"
-
         buttons = browser.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons button")
         assert len(buttons) >= 2
         buttons[1].click()
         after_button = _wait(browser, VISIBLE_WIDGET_IMAGES)
         assert after_button != after_slider, f"{name}: choosing another method did not change the view"
 
-        failed = [e["message"] for e in browser.get_log("browser")  # the browser's own favicon probe aside
-                  if e["level"] == "SEVERE" and ("Failed to load" in e["message"] or "net::" in e["message"])
-                  and "favicon.ico" not in e["message"]]
-        assert not failed, f"{name}: failed requests: {failed[:3]}"
+        errors = _errors(browser)
+        assert not errors, f"{name}: console errors: {errors[:3]}"
         origins = browser.execute_script(
             "return performance.getEntriesByType('resource').map(r => new URL(r.name).origin)")
         assert set(origins) <= {server}, f"{name}: requests left the book: {set(origins) - {server}}"
 
 
 @pytest.mark.browser
-def test_claims_ledger_page_shows_a_table(browser, server):
+def test_book_pages_log_no_errors(browser, server, screens):
     from selenium.webdriver.common.by import By
 
-    browser.get(f"{server}/book/claims.html")
-    rows = browser.find_elements(By.CSS_SELECTOR, "table tbody tr")
-    assert rows, "the claims ledger has no rows"
-    assert any(s in browser.page_source for s in ("reproduced", "inconclusive", "not run"))
+    for page in ("book/intro.html", "book/claims.html", "book/runs.html", "search.html", "genindex.html"):
+        _open(browser, f"{server}/{page}")
+        browser.execute_script("return new Promise(r => setTimeout(r, 300))")
+        assert not _errors(browser), f"{page}: console errors: {_errors(browser)[:3]}"
+        origins = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(r => new URL(r.name).origin)")
+        assert set(origins) <= {server}, f"{page}: requests left the book: {set(origins) - {server}}"
+        _check_text(page, browser.execute_script(PAGE_TEXT))
+    _open(browser, f"{server}/book/claims.html")
+    assert browser.find_elements(By.CSS_SELECTOR, "table tbody tr"), "the claims ledger has no rows"
+    assert browser.find_elements(By.CSS_SELECTOR, ".claim-status")
+    _shoot(browser, screens, "claims")
+    _open(browser, f"{server}/book/runs.html")
+    _shoot(browser, screens, "runs")

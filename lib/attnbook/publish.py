@@ -6,18 +6,22 @@ Jupyter Book never executes anything (``execute_notebooks: off``): pages show wh
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
-from attnbook import runs
+from attnbook import book_pages, runs
+from attnbook.book_sphinx import LOADER_JS
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
+CONTENTS_MARKER = "<!-- chapters: generated from attnbook.chapters when the book is staged -->"
 VENDOR_DIR = "_vendor"  # on html_static_path; not `_static`, which Jupyter Book would add to every page twice
 
 
@@ -33,21 +37,19 @@ class NpmAsset:
 
     @property
     def tarball(self) -> str:
+        """The file name npm gives the package's tarball, e.g. ``requirejs-2.3.8.tgz``."""
         return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
 
 
 ASSETS = (
     NpmAsset("requirejs", "2.3.8", "bca0614b618ab2122462597e44878db7558bbba3", "widgets",
              {"package/require.js": "require.js"}),
-    # ipywidgets 8's embed manager, with the fonts it loads (its `dist/` minus the non-AMD bundles)
+    # ipywidgets 8's embed manager, with the icon fonts it loads: WOFF2 only (every browser that runs the
+    # bundle reads it; the EOT/TTF/SVG/WOFF fallbacks of its @font-face rules are never requested)
     NpmAsset("@jupyter-widgets/html-manager", "1.0.15", "3d82fba512edcab82512e679be25c917f1b83fd1", "widgets",
              {"package/dist/embed-amd.js": "embed-amd.js", "package/dist/embed.js.LICENSE.txt": "embed.LICENSE.txt",
               **{f"package/dist/{f}": f for f in (
-                  "1551f4f60c37af51121f.woff2", "7a3337626410ca2f4071.woff2", "d878b0a6a1144760244f.woff2",
-                  "2285773e6b4b172f07d9.woff", "bb58e57c48a3e911f15f.woff", "eeccf4f66002c6f2ba24.woff",
-                  "491974d108fe4002b2aa.ttf", "527940b104eb2ea366c8.ttf", "be9ee23c0c6390141475.ttf",
-                  "23f19bb08961f37aaf69.eot", "77206a6bb316fa0aded5.eot", "9bbb245e67a133f6e486.eot",
-                  "2f517e09eb2ca6650ff5.svg", "4689f52cc96215721344.svg", "7a8b4f130182d19a2d7c.svg")}}),
+                  "1551f4f60c37af51121f.woff2", "7a3337626410ca2f4071.woff2", "d878b0a6a1144760244f.woff2")}}),
     # MathJax 3 for the equations (Sphinx would load it from a CDN); fonts resolve next to the script
     NpmAsset("mathjax", "3.2.2", "c754d7b46a679d7f3fa03543d6b8bf124ddf9f6b", "mathjax",
              {"package/es5/tex-chtml.js": "tex-chtml.js", "package/LICENSE": "LICENSE",
@@ -62,6 +64,9 @@ ASSETS_PATH_JS = """(function () {
   window.require.config({paths: {'@jupyter-widgets': folder, '@jupyter-widgets/html-manager/dist': folder}});
 })();
 """
+# What a reader never needs from the built site (attnbook.publish.prune_site)
+DROPPED_STATIC = ("locales",)  # the theme's message catalogues (the book is in English; they are build inputs)
+LEGACY_FONTS = (".ttf", ".eot", ".woff")  # beside every .woff2 of the theme's Font Awesome
 
 
 class PublishError(RuntimeError):
@@ -115,6 +120,7 @@ def vendor_assets(dest: Path, cache: Path) -> Path:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(tar.extractfile(member).read())
     (dest / "widgets" / "assets-path.js").write_text(ASSETS_PATH_JS)
+    (dest / "widgets" / "loader.js").write_text(LOADER_JS)
     return dest
 
 
@@ -124,50 +130,42 @@ def book_run_params(profile: str) -> dict[str, object]:
 
 
 def chapter_run_dir(notebook: str, profile: str, results: Path) -> Path | None:
-    """The book run of a chapter: the complete run, else its failed run (pages then show the error)."""
+    """The book run of a chapter: the complete run of this code; else its failed run (pages then show the
+    error: a stale run whose rerun failed is not published as current); else a stale complete run (kept
+    with ``--keep-stale``)."""
+    from attnbook.runner_store import is_complete
+
     base = results / notebook / runs.run_id(book_run_params(profile))
-    for candidate in (base, base.with_name(base.name + ".failed")):
+    failed = base.with_name(base.name + ".failed")
+    if (base / runs.NOTEBOOK_FILE).is_file() and is_complete(base):
+        return base
+    for candidate in (failed, base):
         if (candidate / runs.NOTEBOOK_FILE).is_file():
             return candidate
     return None
 
 
-def _md_cell(value: object) -> str:
-    if isinstance(value, float):
-        text = f"{value:.4g}"
-    else:
-        text = "—" if value is None or value == "" else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def claims_markdown(records: Iterable[Mapping], profile: str, missing: Iterable[str] = ()) -> str:
-    """The claims-ledger page: every claim of every chapter's book run, from its ``metrics.json``."""
-    lines = ["# Claims ledger", "",
-             "Every published claim beside the number this book measured, the setting it was measured in, and a "
-             "verdict computed by the chapter's code. *not run* rows say why. Assembled from the "
-             f"`metrics.json` files of the `{profile}` book runs in `results/`; nothing here is typed by hand.", ""]
-    statuses: dict[str, int] = {}
-    rows = []
-    for record in records:
-        for c in record["claims"]:
-            statuses[c["status"]] = statuses.get(c["status"], 0) + 1
-            rows.append([c["paper"], c["claim"], c["paper_value"], c["ours"], c["setting"], f"**{c['status']}**",
-                         c.get("note", ""), f"[{record['notebook']}](../nbs/{record['notebook']}.ipynb)"])
-    if statuses:
-        lines += ["Totals: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ".", ""]
-    lines += ["| paper | claim | paper | ours | setting | status | note | chapter |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
-    for name in missing:
-        lines += ["", f"- `{name}`: no complete `{profile}` run — its claims are missing from this table "
-                      f"(run `attnbook run nbs/{name}.ipynb --profile {profile}`)."]
-    return "\n".join(lines) + "\n"
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def stage(staging: Path, *, profile: str, results: Path, notebooks: Iterable[str], root: Path | None = None,
           cache: Path | None = None) -> list[str]:
-    """Lay out the book sources with the executed notebooks; returns chapters without a complete run."""
+    """Lay out the book sources with the executed notebooks; returns chapters without a complete run.
+
+    Each chapter's executed notebook is staged as the page shows it (:mod:`attnbook.book_pages`): papermill's
+    parameter cells hidden, progress bars dropped, a verdict box under the title and a provenance footer;
+    the claims ledger and the *All runs* page are written from ``results/``."""
+    from attnbook.chapters import contents_markdown, get_chapter
+    from attnbook.ledger import CSS, ledger_markdown
+    from attnbook.provenance import code_version
+    from attnbook.runner_store import read_status
+
     root = root or runs.repo_root()
+    notebooks = list(notebooks)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -179,29 +177,134 @@ def stage(staging: Path, *, profile: str, results: Path, notebooks: Iterable[str
             shutil.copy2(src, staging / name)
     vendor_assets(staging / VENDOR_DIR, cache or root / ".cache" / "npm")
     (staging / "nbs").mkdir()
-    records, incomplete = [], []
+    current = code_version()
+    records, incomplete, shipped, titles, citations = [], [], {}, {}, {}
     for notebook in notebooks:
         run_dir = chapter_run_dir(notebook, profile, results)
         if run_dir is None:
             raise PublishError(f"{notebook} has no {profile} run to publish; run `attnbook book --profile {profile}`")
-        shutil.copy2(run_dir / runs.NOTEBOOK_FILE, staging / "nbs" / f"{notebook}.ipynb")
+        chapter = get_chapter(notebook)
+        titles[notebook] = book_pages.chapter_heading(chapter)
+        citations[notebook] = book_pages.citation_markdown(chapter)
         try:
-            records.append(runs.read_record(run_dir))
+            record = runs.read_record(run_dir)
         except runs.ResultsError:
+            record = None
             incomplete.append(notebook)
-    (staging / "book" / "claims.md").write_text(claims_markdown(records, profile, incomplete))
+        else:
+            records.append(record)
+        status = read_status(run_dir)
+        nb = json.loads((run_dir / runs.NOTEBOOK_FILE).read_text())
+        book_pages.clean_notebook(nb)
+        params = _read_json(run_dir / runs.PARAMS_FILE) or book_run_params(profile)
+        book_pages.add_chapter_boxes(
+            nb, book_pages.verdict_markdown(chapter, record, status, profile, current),
+            book_pages.provenance_markdown(notebook, run_dir.name, record, status, params, current))
+        (staging / "nbs" / f"{notebook}.ipynb").write_text(json.dumps(nb, ensure_ascii=False))
+        shipped[run_dir.resolve()] = f"../nbs/{notebook}.ipynb"
+
+    intro = staging / "book" / "intro.md"
+    intro.write_text(intro.read_text().replace(CONTENTS_MARKER, contents_markdown()))
+    (staging / VENDOR_DIR / "attnbook.css").write_text(CSS)
+    (staging / "book" / "claims.md").write_text(ledger_markdown(records, profile, incomplete, titles, citations))
+    (staging / "book" / "runs.md").write_text(book_pages.runs_markdown(notebooks, results, titles, shipped, current))
     return incomplete
 
 
+def favicon_ico() -> bytes:
+    """``favicon.ico`` for the site root (browsers ask for it where a page names no icon): the book's
+    icon — a spot of attention on a dark square — drawn at 16, 32 and 48 px."""
+    from PIL import Image, ImageDraw
+
+    big = 192
+    image = Image.new("RGBA", (big, big), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, big - 1, big - 1), radius=36, fill="#1f3a5f")
+    draw.ellipse((42, 42, 150, 150), outline="#9ecbff", width=15)
+    draw.ellipse((72, 72, 120, 120), fill="#ffcc33")
+    out = io.BytesIO()
+    image.save(out, format="ICO", sizes=[(16, 16), (32, 32), (48, 48)])
+    return out.getvalue()
+
+
+# pydata-sphinx-theme's template loads Font Awesome's 1.5 MB SVG+JS kit on every page (blocking DOMContentLoaded)
+# although its stylesheet draws the icons from the web fonts already: the tag and the file go
+_ICON_SCRIPT = re.compile(r'[ \t]*(?:<!-- So that users can add custom icons -->\s*)?'
+                          r'<script defer src="[^"]*_static/scripts/fontawesome\.js[^"]*"></script>\n?')
+_SOURCE_MAP_COMMENT = re.compile(  # the last line of a minified file naming its (deleted) source map
+    r"\n?(?://# sourceMappingURL=[^\s'\"]+\.map\s*|/\*# sourceMappingURL=[^*]+\.map \*/\s*)$")
+
+
+def prune_site(html: Path, staging: Path) -> dict[str, int]:
+    """What a reader never needs, out of the built site ``html``; returns bytes saved per kind.
+
+    Source maps (and the comments naming them), the theme's message catalogues, legacy font formats and
+    Font Awesome's JavaScript kit (the theme's CSS shows the icons);
+    the notebooks behind the download buttons are re-written without outputs
+    (:func:`attnbook.book_pages.download_copy`: 4 MB of base64 figures and widget state each, already
+    on the page); figure PNGs re-encoded by :func:`attnbook.viz.plots.compact_png`."""
+    from attnbook.viz.plots import compact_png
+
+    saved = dict.fromkeys(("source maps", "locales", "legacy fonts", "icon script", "notebook downloads",
+                           "figures"), 0)
+    static = html / "_static"
+    icons = static / "scripts" / "fontawesome.js"
+    if icons.is_file():  # the theme's CSS draws the same icons from its Font Awesome web fonts
+        for page in html.rglob("*.html"):
+            text = page.read_text()
+            lean = _ICON_SCRIPT.sub("", text)
+            if lean != text:
+                page.write_text(lean)
+        saved["icon script"] += icons.stat().st_size
+        icons.unlink()
+    for path in sorted(static.rglob("*.map")):
+        saved["source maps"] += path.stat().st_size
+        path.unlink()
+    for path in [*static.rglob("*.js"), *static.rglob("*.css")]:
+        text = path.read_text(errors="surrogateescape")
+        stripped = _SOURCE_MAP_COMMENT.sub("", text.rstrip()) + "\n"
+        if stripped.rstrip() != text.rstrip():
+            path.write_text(stripped, errors="surrogateescape")
+    for name in DROPPED_STATIC:
+        folder = static / name
+        if folder.is_dir():
+            saved["locales"] += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder)
+    for woff2 in sorted(static.rglob("*.woff2")):
+        for suffix in LEGACY_FONTS:
+            legacy = woff2.with_suffix(suffix)
+            if legacy.is_file():
+                saved["legacy fonts"] += legacy.stat().st_size
+                legacy.unlink()
+    for staged in sorted((staging / "nbs").glob("*.ipynb")):
+        target = html / "_sources" / "nbs" / staged.name
+        if target.is_file():
+            before = target.stat().st_size
+            target.write_text(json.dumps(book_pages.download_copy(json.loads(staged.read_text())), indent=1,
+                                         ensure_ascii=False) + "\n")
+            saved["notebook downloads"] += before - target.stat().st_size
+    for png in sorted((html / "_images").glob("*.png")):
+        data = png.read_bytes()
+        small = compact_png(data)
+        if len(small) < len(data):
+            png.write_bytes(small)
+            saved["figures"] += len(data) - len(small)
+    (html / "favicon.ico").write_bytes(favicon_ico())
+    return saved
+
+
 def build(staging: Path, out: Path) -> Path:
-    """Run Jupyter Book 1 on the staged sources; returns the index page."""
+    """Run Jupyter Book 1 on the staged sources, then :func:`prune_site`; returns the index page."""
     script = Path(sys.executable).with_name("jupyter-book")  # the package has no `python -m` entry point
     cmd = [str(script), "build", str(staging), "--path-output", str(out), "--builder", "html", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     index = out / "_build" / "html" / "index.html"
     if proc.returncode != 0 or not index.is_file():
-        raise PublishError(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    (out / "_build" / "build.log").write_text(proc.stdout + proc.stderr)
+        raise PublishError(f"jupyter-book build failed (exit {proc.returncode}):\n"
+                           f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    saved = prune_site(index.parent, staging)
+    summary = ", ".join(f"{kind} {size / 1e6:.1f} MB" for kind, size in saved.items())
+    (out / "_build" / "build.log").write_text(proc.stdout + proc.stderr + f"\nattnbook: pruned {summary}\n")
     return index
 
 

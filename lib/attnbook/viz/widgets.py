@@ -5,7 +5,7 @@ Interaction is client-side only: widgets are linked with ``jslink`` and every vi
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import ipywidgets as widgets
 
