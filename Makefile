@@ -8,7 +8,7 @@ PROFILE ?= cpu
 JOBS    ?= 1
 PIP_VERSION := 26.3
 
-.PHONY: setup book test lab lock clean
+.PHONY: setup book test lint lab lock clean
 
 ## setup: create .venv with the exact versions of requirements/lock.txt, fetch the widget JavaScript
 setup: $(STAMP) .cache/npm/.vendored
@@ -29,9 +29,15 @@ $(STAMP): pyproject.toml $(LOCK)
 book: setup
 	$(BIN)/attnbook book --profile $(PROFILE) --jobs $(JOBS)
 
-## test: the whole test suite (unit tests, smoke runs of every notebook, the book, headless Chromium)
+## test: the house rules (ruff), then the whole test suite (unit tests, smoke runs of every notebook,
+## the book, headless Chromium)
 test: setup
+	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/python -m pytest
+
+## lint: the house rules only (ruff; configuration in pyproject.toml)
+lint: setup
+	$(BIN)/ruff check lib tests benchmarks
 
 ## lab: Jupyter Lab on nbs/ in the same environment
 lab: setup

@@ -3,8 +3,8 @@
 Paper: BR-NPA (Gomez et al.) Appendix B.4 / Fig. 9: at 448 px, batch 10, 14×14 feature maps, BR-NPA
 trains faster and uses less memory than B-CNN on ResNet-18/34/50/101/152 (B-CNN materialises a
 [B, C', C, h, w] product). Backbones: ``attnbook.models.backbones.build_backbone`` (random weights,
-ImageNet normalisation inside); heads as in ``attnbook.methods``; 200 classes (CUB). The measurement
-itself is ``attnbook.chapters.brnpa.step_cost`` — the one chapter 5 runs at reduced size.
+ImageNet normalisation inside); heads by name from ``attnbook.methods.registry``; 200 classes (CUB). The
+measurement itself is ``attnbook.profiling.step_cost`` — the one chapter 5 runs at reduced size.
 
 One training step = forward (backbone + head) + cross-entropy + backward + SGD step, in train mode; the
 median over the timed steps is reported, after untimed warm-up steps (oneDNN compiles kernels for every
@@ -33,8 +33,10 @@ import sys
 import pandas as pd
 import torch
 
-from attnbook.chapters.brnpa import RESNETS, StepCost, efficiency_ratios, step_cost_isolated
+from attnbook.models.backbones import BACKBONES
+from attnbook.profiling import StepCost, cost_ratios, step_cost_isolated
 
+RESNETS = tuple(name for name in BACKBONES if name.startswith("resnet"))  # ResNet-18 … 152 (Fig. 9)
 CPU_BACKBONES = RESNETS[:3]
 HEADS = ("brnpa", "bcnn", "bcnn_einsum")
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     long = pd.DataFrame(rows)
     print(long.round(3).to_string(index=False))
     print()
-    print(efficiency_ratios(long).round(2).to_string(index=False))
+    print(cost_ratios(long, reference="brnpa").round(2).to_string(index=False))
 
 
 if __name__ == "__main__":

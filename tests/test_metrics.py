@@ -135,7 +135,8 @@ def test_normalisations():
     points = torch.tensor([[[3.0, 4.0]]])
     landmarks = torch.tensor([[[0.0, 0.0], [6.0, 8.0]]])  # eyes 10 apart
     torch.testing.assert_close(M.scale_by_interocular(points, landmarks), torch.tensor([[[0.3, 0.4]]]))
-    torch.testing.assert_close(M.scale_by_bbox(points, torch.tensor([[1.0, 2.0, 5.0, 12.0]])), torch.tensor([[[0.5, 0.2]]]))
+    torch.testing.assert_close(M.scale_by_bbox(points, torch.tensor([[1.0, 2.0, 5.0, 12.0]])),
+                               torch.tensor([[[0.5, 0.2]]]))
 
 
 def _synthetic_landmarks(n: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

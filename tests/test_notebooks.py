@@ -4,8 +4,9 @@ import math
 import nbformat
 import pytest
 
-from attnbook import runs
+from attnbook import ledger, runs
 from attnbook.chapters import get_chapter, notebook_names
+from test_glue_route import glue_references
 
 pytestmark = pytest.mark.slow
 
@@ -36,4 +37,9 @@ def test_smoke_run_writes_finite_metrics_in_range(name, smoke_results):
         value = record["metrics"][key]
         assert math.isfinite(value) and low <= value <= high, f"{key} = {value} outside [{low}, {high}]"
     assert record["claims"], "every chapter contributes rows to the claims ledger"
+    broken = [why for row in record["claims"] if (why := ledger.check_row(row))]
+    assert not broken, f"{name}: ledger rows break the verdict rules: {broken}"
+    quoted = glue_references(name)
+    unrecorded = quoted - set(record["metrics"]) - set(record.get("texts", {}))
+    assert not unrecorded, f"{name}'s prose quotes {sorted(unrecorded)}, which the smoke run did not record"
     assert outcome.seconds <= 60, f"smoke run took {outcome.seconds:.0f} s (budget 60 s)"

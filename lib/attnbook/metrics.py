@@ -114,6 +114,22 @@ def mass_in_region(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     )
 
 
+def mass_per_map(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """:func:`mass_in_region` for every map and region: maps ``[B, M, h, w]`` (bilinearly resized to the
+    masks, negatives clipped), masks ``[B, R, H, W]`` → ``[B, M, R]``. Any method's ``Attention.maps``."""
+    up = upsample(maps, tuple(masks.shape[-2:])).clamp(min=0)  # [B, M, H, W]
+    return torch.stack([mass_in_region(up[:, k], masks) for k in range(up.shape[1])], dim=1)
+
+
+def cell_fractions(masks: torch.Tensor, grid: int | tuple[int, int]) -> torch.Tensor:
+    """Pixel masks ``[B, H, W]`` → ``[B, h, w]``: the fraction of each feature cell's pixels inside the mask.
+
+    A soft mask at feature resolution: :func:`mass_in_region` of a cell-level map on it equals the map
+    nearest-upsampled to pixels on the pixel mask, at a fraction of the memory.
+    """
+    return torch.nn.functional.adaptive_avg_pool2d(masks.float()[:, None], grid)[:, 0]
+
+
 # ------------------------------------------------------------------------------------------------
 # comparing maps
 # ------------------------------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from attnbook.chapters import testbed
+from attnbook.chapters.testbed import config as testbed_config
+from attnbook.chapters.testbed import figures, pipeline
 from attnbook.config import ConfigError
 from attnbook.data import records as R
 
 
-def _explanations() -> testbed.Explanations:
+def _explanations() -> pipeline.Explanations:
     mask = torch.zeros(2, 4, 4, dtype=torch.bool)
     mask[:, :2, :2] = True  # object: top-left quarter
     disc = torch.zeros_like(mask)
@@ -18,12 +19,13 @@ def _explanations() -> testbed.Explanations:
     truth = {R.IMAGE: torch.rand(2, 3, 4, 4), R.LABEL: torch.tensor([0, 1]), R.MASK: mask, R.DISC_MASK: disc,
              R.PART_MASKS: mask[:, None]}
     maps = {"focused": on_object, "uniform": uniform}
-    return testbed.Explanations(maps={s: maps for s in testbed.SPLITS}, truth={s: truth for s in testbed.SPLITS},
-                                predicted={s: torch.tensor([0, 0]) for s in testbed.SPLITS})
+    return pipeline.Explanations(maps={s: maps for s in testbed_config.SPLITS},
+                                 truth={s: truth for s in testbed_config.SPLITS},
+                                 predicted={s: torch.tensor([0, 0]) for s in testbed_config.SPLITS})
 
 
 def test_scores_of_known_maps():
-    scores = testbed.score_explanations(_explanations()).set_index(["explainer", "split"])
+    scores = pipeline.score_explanations(_explanations()).set_index(["explainer", "split"])
     focused = scores.loc[("focused", "test_aligned")]
     uniform = scores.loc[("uniform", "test_aligned")]
     assert focused.pointing_object == 1 and focused.pointing_disc_part == 1
@@ -36,7 +38,7 @@ def test_explorer_alternates_splits_and_has_one_button_per_explainer():
     from attnbook.data.synthetic import make_benchmark, spec_for
 
     bench = make_benchmark(spec_for("fine_grained", num_classes=2, train_per_class=1, test_per_class=2, resolution=32))
-    widget = testbed.explorer(_explanations(), bench, n=4)
+    widget = figures.explorer(_explanations(), bench, n=4)
     picker, slider, pages = widget.children[-3:]
     assert list(picker.options) == ["focused", "uniform"]
     assert slider.max == 3 and len(pages.children) == 4
@@ -46,5 +48,16 @@ def test_explorer_alternates_splits_and_has_one_button_per_explainer():
 
 def test_overrides_are_validated():
     with pytest.raises(ConfigError, match="unknown parameter 'lr'"):
-        testbed.CHAPTER.resolve("smoke", 0, lr=0.1)
-    assert testbed.CHAPTER.resolve("smoke", 1, epochs="2").epochs == 2
+        testbed_config.CHAPTER.resolve("smoke", 0, lr=0.1)
+    assert testbed_config.CHAPTER.resolve("smoke", 1, epochs="2").epochs == 2
+
+
+def test_light_config_mirrors_the_library_names():
+    """The torch-free config mirrors names defined in torch-importing modules; they must agree."""
+    from attnbook.data.synthetic import PRESETS
+    from attnbook.explain import EXPLAINERS
+    from attnbook.models.backbones import BACKBONES
+
+    assert testbed_config.PRESETS == tuple(PRESETS)
+    assert testbed_config.BACKBONES == tuple(BACKBONES)
+    assert testbed_config.EXPLAINERS == tuple(EXPLAINERS)

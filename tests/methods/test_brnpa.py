@@ -153,7 +153,7 @@ def test_bad_options_raise() -> None:
         BRNPAHead(4, 2, suppression="softmax")
     with pytest.raises(ValueError, match="1..3"):
         BRNPAHead(4, 2, aux_subsets=[(0, 1)])
-    with pytest.raises(ValueError, match=r"\[B, 4, h, w\]"):
+    with pytest.raises(ValueError, match="expects 4"):
         BRNPAHead(4, 2)(torch.rand(1, 5, 2, 2))
 
 
@@ -163,8 +163,8 @@ def test_head_logits_are_linear_in_concatenated_vectors_and_gradients_are_finite
     features[0, :, 0, 0] = 0  # a dead position must not produce NaN gradients
     features.requires_grad_(True)
     out = head.attend(features)
-    assert out.maps.shape == (3, 3, 4, 4) and out.vectors.shape == (3, 3, 6)
-    torch.testing.assert_close(out.logits, out.vectors.flatten(1) @ head.fc.weight.T + head.fc.bias)
+    assert out.maps.shape == (3, 3, 4, 4) and out.extras["vectors"].shape == (3, 3, 6)
+    torch.testing.assert_close(out.logits, out.extras["vectors"].flatten(1) @ head.fc.weight.T + head.fc.bias)
     torch.testing.assert_close(head(features), out.logits)
     out.logits.sum().backward()
     assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
@@ -174,10 +174,10 @@ def test_table5_subset_classifiers_see_detached_vectors() -> None:
     head = BRNPAHead(in_channels=6, num_classes=4, aux_subsets=TABLE5_SUBSETS)
     features = torch.rand(3, 6, 4, 4, requires_grad=True)
     out = head.attend(features)
-    assert set(out.aux_logits) == set(TABLE5_SUBSETS)
-    first_two = out.vectors[:, :2].flatten(1)
+    assert set(out.extras["aux_logits"]) == set(TABLE5_SUBSETS)
+    first_two = out.extras["vectors"][:, :2].flatten(1)
     aux = head.aux_fc["1_2"]
-    torch.testing.assert_close(out.aux_logits[(1, 2)], first_two @ aux.weight.T + aux.bias)
+    torch.testing.assert_close(out.extras["aux_logits"][(1, 2)], first_two @ aux.weight.T + aux.bias)
     loss = subset_cross_entropy(out, torch.tensor([0, 1, 2]))
     loss.backward()
     assert features.grad is None  # Table 5 classifiers cannot shape the features

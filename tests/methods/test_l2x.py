@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnbook.methods.l2x import L2XFeatureHead, pool_positions, uniform_weights
+from attnbook.methods.l2x import L2XFeatureHead
+from attnbook.methods.pooling import pool_positions, uniform_weights
 
 
 def test_test_time_selects_exactly_the_top_k_positions() -> None:

@@ -71,4 +71,5 @@ class DatasetInfo:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
     def has(self, key: str) -> bool:
+        """Whether the dataset's samples carry the field ``key``."""
         return key in self.fields

@@ -33,6 +33,7 @@ class PartLayout:
 
     @property
     def landmark(self) -> tuple[float, float]:
+        """The part's landmark point: ``anchor``, else the part's centre."""
         return self.anchor or self.center
 
 
@@ -120,10 +121,12 @@ class Grid:
 
     @staticmethod
     def of(size: int) -> Grid:
+        """The pixel centres of a ``size`` × ``size`` image."""
         centres = torch.arange(size, dtype=torch.float32) + 0.5
         return Grid(x=centres.view(1, 1, size), y=centres.view(1, size, 1))
 
-    def eval(self, affine: Tensor) -> Tensor:  # [B, 3] -> [B, H, W]
+    def eval(self, affine: Tensor) -> Tensor:
+        """The affine maps ``a_x·x + a_y·y + c`` at every pixel centre. ``[B, 3] -> [B, H, W]``."""
         ax, ay, c = affine[:, 0, None, None], affine[:, 1, None, None], affine[:, 2, None, None]
         return ax * self.x + (ay * self.y + c)
 

@@ -23,12 +23,14 @@ class GuidedReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        """``ReLU(x)``, saved for the backward pass. Any shape."""
         out = x.clamp(min=0)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor) -> torch.Tensor:
+        """The guided gradient ``ReLU(grad_out) · 1[x > 0]`` (Springenberg et al. 2015, Fig. 1)."""
         (out,) = ctx.saved_tensors
         return grad_out.clamp(min=0) * (out > 0).to(grad_out.dtype)
 

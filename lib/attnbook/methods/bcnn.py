@@ -20,26 +20,18 @@ the cost the paper measures belongs to the straightforward implementation, not t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-
-@dataclass(frozen=True)
-class BCNNOutput:
-    """Everything a :class:`BCNNHead` computes for a batch."""
-
-    logits: torch.Tensor  # [B, K]
-    maps: torch.Tensor  # [B, C', h, w] non-negative attention maps
-    vectors: torch.Tensor  # [B, C', C] map-weighted mean feature vectors
+from attnbook.methods.base import Attention, check_features
 
 
 class BCNNHead(nn.Module):
     """Attention maps from a conv module, bilinear pooling, linear classifier. Paper: BR-NPA §4.1.
 
-    ``forward`` returns the logits; :meth:`attend` returns the maps and pooled vectors too.
+    ``forward`` returns the logits; :meth:`attend` an :class:`~attnbook.methods.base.Attention` with the C'
+    non-negative maps (named "channel 1" …: unranked) and ``extras["vectors"]`` [B, C', C].
     """
 
     def __init__(
@@ -62,12 +54,9 @@ class BCNNHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(n_maps * in_channels, num_classes)
 
-    def attend(self, features: torch.Tensor) -> BCNNOutput:  # [B, C, h, w] -> BCNNOutput
-        if features.ndim != 4 or features.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected features [B, {self.in_channels}, h, w], "
-                f"got shape {tuple(features.shape)}"
-            )
+    def attend(self, features: torch.Tensor) -> Attention:
+        """Maps m, vectors ``v_k = mean_i(m_k,i · f_i)``, logits (BR-NPA §4.1). ``[B,C,h,w] -> maps [B,C',h,w]``."""
+        check_features(features, self.in_channels)
         maps = self.attention(features)  # [B, C', h, w]
         if self.materialize:
             product = maps.unsqueeze(2) * features.unsqueeze(1)  # [B, C', C, h, w]
@@ -76,7 +65,9 @@ class BCNNHead(nn.Module):
             positions = maps.shape[2] * maps.shape[3]
             vectors = torch.einsum("bkhw,bchw->bkc", maps, features) / positions  # [B, C', C]
         logits = self.fc(self.dropout(vectors.flatten(1)))  # [B, K]
-        return BCNNOutput(logits=logits, maps=maps, vectors=vectors)
+        names = tuple(f"channel {k + 1}" for k in range(self.n_maps))
+        return Attention(logits, maps, names, {"vectors": vectors})
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, C, h, w] -> [B, K]
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C, h, w] -> [B, K]`` logits (those of :meth:`attend`)."""
         return self.attend(features).logits

@@ -40,7 +40,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from attnbook.methods.l2x import L2XFeatureHead, SelectionPoolingHead
+from attnbook.methods.l2x import L2XFeatureHead
+from attnbook.methods.pooling import SelectionPoolingHead
 from attnbook.models.heads import GAPHead
 
 THRESHOLD_MODES: tuple[str, ...] = ("none", "paper", "code")
@@ -69,7 +70,7 @@ class BoundedLogitAttentionHead(SelectionPoolingHead):
     Paper: BLA §3.1, Eq. 1 (``threshold_mode="none"``, BLA) and Eq. 2 (``"paper"``/``"code"``, BLA-T).
     ``theta`` multiplies the bounded logits (default 0.1); ``gamma`` is the threshold (``None`` →
     0.98/(h·w)). Other keywords (``dropout``, ``base_head``, ``share_base``, ``freeze_classifier``,
-    ``bias``) as in :class:`~attnbook.methods.l2x.SelectionPoolingHead`.
+    ``bias``) as in :class:`~attnbook.methods.pooling.SelectionPoolingHead`.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class BoundedLogitAttentionHead(SelectionPoolingHead):
         return (self.theta * scores).flatten(1).softmax(dim=1).view_as(scores)
 
     def soft_weights(self, scores: torch.Tensor) -> torch.Tensor:
+        """q thresholded as ``threshold_mode`` says (BLA Eq. 1; Eq. 2 for BLA-T). ``[B,h,w] -> [B,h,w]``."""
         n = scores.shape[1] * scores.shape[2]
         return threshold_weights(self.soft_map(scores), self.gamma_for(n), self.threshold_mode)
 

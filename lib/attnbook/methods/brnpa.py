@@ -33,11 +33,13 @@ Two things the paper leaves implicit, decided as the authors' code does:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from attnbook.methods.base import Attention, check_features
 
 ACTIVATIONS = ("squared_norm", "norm")
 SUPPRESSIONS = ("weight", "similarity")
@@ -56,18 +58,6 @@ class NPAResult:
     positions: torch.Tensor  # [B, N] int64 flat index (row·w + col) of each map's i_max
 
 
-@dataclass(frozen=True)
-class BRNPAOutput:
-    """Everything a :class:`BRNPAHead` computes for a batch."""
-
-    logits: torch.Tensor  # [B, K] from all N vectors
-    maps: torch.Tensor  # [B, N, h, w]
-    vectors: torch.Tensor  # [B, N, C]
-    positions: torch.Tensor  # [B, N]
-    # subset of 1-based ranks -> [B, K] logits of its Table 5 classifier
-    aux_logits: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict)
-
-
 def _check_options(n_maps: int, activation: str, suppression: str, selection: str) -> None:
     if n_maps < 1:
         raise ValueError(f"n_maps must be at least 1, got {n_maps}")
@@ -81,8 +71,7 @@ def _check_options(n_maps: int, activation: str, suppression: str, selection: st
 
 
 def _check_features(features: torch.Tensor) -> None:
-    if features.ndim != 4:
-        raise ValueError(f"expected a feature map [B, C, h, w], got shape {tuple(features.shape)}")
+    check_features(features)
     if bool((features < 0).any()):
         raise ValueError(
             "BR-NPA needs non-negative features (Algorithm 1 step 3 divides by the sum of cosine "
@@ -179,8 +168,10 @@ class BRNPAHead(nn.Module):
     subset of vectors (1-based ranks, e.g. ``(1, 2)``; :data:`TABLE5_SUBSETS` is the paper's five),
     trained jointly by adding its cross-entropy to the loss (:func:`subset_cross_entropy`), on
     *detached* vectors so that it cannot shape the features. Its logits are in
-    ``BRNPAOutput.aux_logits``; the main classifier still sees all N vectors.
-    ``forward`` returns the logits; :meth:`attend` returns maps, vectors and auxiliary logits too.
+    ``extras["aux_logits"]`` of :meth:`attend`; the main classifier still sees all N vectors.
+    ``forward`` returns the logits; :meth:`attend` an :class:`~attnbook.methods.base.Attention` with the N
+    ranked maps (rank 1 first) and ``extras``: ``vectors`` [B, N, C], ``positions`` [B, N] (each map's
+    i_max) and ``aux_logits`` (1-based rank subset → [B, K]).
     """
 
     def __init__(
@@ -208,12 +199,9 @@ class BRNPAHead(nn.Module):
             {_subset_key(s): nn.Linear(len(s) * in_channels, num_classes) for s in self.aux_subsets}
         )
 
-    def attend(self, features: torch.Tensor) -> BRNPAOutput:  # [B, C, h, w] -> BRNPAOutput
-        if features.ndim != 4 or features.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected features [B, {self.in_channels}, h, w], "
-                f"got shape {tuple(features.shape)}"
-            )
+    def attend(self, features: torch.Tensor) -> Attention:
+        """Algorithm 1, then the classifiers (BR-NPA §3; Table 5's, §4.3). ``[B, C, h, w] -> maps [B, N, h, w]``."""
+        check_features(features, self.in_channels)
         npa = representative_vectors(
             features, self.n_maps, self.activation, self.suppression, self.selection, self.refine,
             self.generator,
@@ -225,23 +213,23 @@ class BRNPAHead(nn.Module):
             )
             for subset in self.aux_subsets
         }
-        return BRNPAOutput(
+        return Attention(
             logits=self.fc(vectors.flatten(1)),  # [B, K]
-            maps=npa.maps,
-            vectors=npa.vectors,
-            positions=npa.positions,
-            aux_logits=aux_logits,
+            maps=npa.maps,  # ranked: names None
+            extras={"vectors": npa.vectors, "positions": npa.positions, "aux_logits": aux_logits},
         )
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, C, h, w] -> [B, K]
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, C, h, w] -> [B, K]`` logits of the main classifier."""
         return self.attend(features).logits
 
 
-def subset_cross_entropy(output: BRNPAOutput, target: torch.Tensor) -> torch.Tensor:
+def subset_cross_entropy(output: Attention, target: torch.Tensor) -> torch.Tensor:
     """Σ over the auxiliary subset classifiers of CE(logits, target): the extra Table 5 terms.
 
     Paper: BR-NPA §4.3 ("the final new loss function is an accumulation of the 6 cross-entropy
     terms"): add this to the main loss. Zero when the head has no ``aux_subsets``.
     """
-    terms = [F.cross_entropy(logits, target) for logits in output.aux_logits.values()]
+    aux = output.extras.get("aux_logits", {})
+    terms = [F.cross_entropy(logits, target) for logits in aux.values()]
     return torch.stack(terms).sum() if terms else output.logits.new_zeros(())

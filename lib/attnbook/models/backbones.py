@@ -68,7 +68,8 @@ class ImageNetNormalize(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, 3, H, W]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` in [0, 1] -> ``[B, 3, H, W]`` normalised."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be RGB [B, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
         return (images - self.mean) / self.std
@@ -99,7 +100,8 @@ class Backbone(nn.Module):
         """``(name, module)`` of every stage, in order."""
         return ((name, getattr(self, name)) for name in self.stage_names)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, C, h, w]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` images -> ``[B, C, h, w]`` last stage's map."""
         x = self.normalize(images)
         for _, stage in self.stages():
             x = stage(x)
@@ -136,6 +138,7 @@ class Backbone(nn.Module):
             ) from None
 
     def extra_repr(self) -> str:
+        """The architecture and output channels, for ``repr``."""
         return f"arch={self.arch!r}, out_channels={self.out_channels}"
 
 
@@ -286,7 +289,8 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, K]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` images -> ``[B, K]`` logits."""
         return self.head(self.backbone(images))  # [B, C, h, w] -> [B, K]
 
 

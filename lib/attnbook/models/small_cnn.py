@@ -46,7 +46,8 @@ class SmallCNN(nn.Module):
         )
         self.head = GAPHead(self.feature_channels, num_outputs, dropout) if head is None else head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, in, H, W] -> [B, num_outputs]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, in_channels, H, W] -> [B, num_outputs]``."""
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
                 f"images must be [B, {self.in_channels}, H, W], got shape {tuple(images.shape)}; "

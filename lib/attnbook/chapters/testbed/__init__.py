@@ -1,0 +1,1 @@
+"""Chapter 0 — the testbed (``nbs/00_testbed.ipynb``): config, pipeline, figures, claims."""
