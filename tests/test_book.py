@@ -2,8 +2,8 @@
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Outside CI the
 browser tests skip with a message when they are missing; in CI (``CI`` set) they fail instead.
-Screenshots of each chapter's top and of the ledger (1,400 px and 400 px wide) land in
-``book/_build/screens/``.
+Screenshots of each chapter's top and of the ledger (1,400 px and 400 px wide), of each chapter's figures
+and of its explorer land in ``book/_build/screens/``.
 """
 from __future__ import annotations
 
@@ -24,12 +24,23 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 SITE_LIMIT = 20e6  # bytes: the whole site, for the current three chapters
 PAGE_LIMIT = 400e3  # bytes: one chapter's HTML (its widget state is a separate file, loaded after the text)
 WIDTHS = {"desktop": 1400, "phone": 400}
+MAX_SHRINK = 1.5  # a figure PNG may be shown at most this many times smaller than drawn (9 pt text → ≥ 6 pt)
+MIN_EXPLORER_WIDTH = 300  # px: an explorer view (input beside the map, colour bar)
 
 
 def _chapters():
     from attnbook.chapters import notebook_names
 
     return notebook_names()
+
+
+def _declared_figures(name):
+    """The figures chapter ``name`` declares in its notebook's cell metadata (attnbook.book_pages.figure_specs)."""
+    from attnbook.book_pages import figure_specs
+    from attnbook.runs import repo_root
+
+    nb = json.loads((repo_root() / "nbs" / f"{name}.ipynb").read_text())
+    return [spec for cell in nb["cells"] if cell["cell_type"] == "code" for spec in figure_specs(cell)]
 
 
 def test_pages_exist_and_need_no_cdn(built_book):
@@ -143,6 +154,25 @@ VISIBLE_WIDGET_IMAGES = """
 return [...document.querySelectorAll('img.widget-image')]
   .filter(e => e.offsetParent !== null && e.naturalWidth > 0).map(e => e.src.slice(-64));
 """
+VISIBLE_WIDGET_WIDTHS = """
+return [...document.querySelectorAll('img.widget-image')]
+  .filter(e => e.offsetParent !== null && e.naturalWidth > 0).map(e => [e.naturalWidth, e.clientWidth]);
+"""
+FIGURES = """
+const figures = [...document.querySelectorAll('main figure, .bd-article figure')];
+return {
+  loose: [...document.querySelectorAll('.cell_output img:not(.widget-image)')]
+    .filter(i => !i.closest('figure')).map(i => i.getAttribute('src')),
+  figures: [...new Set(figures)].map(f => {
+    const img = f.querySelector('img');
+    const cap = f.querySelector('figcaption');
+    const number = cap && cap.querySelector('.caption-number');
+    return {id: f.id, alt: img ? img.getAttribute('alt') : null, natural: img ? img.naturalWidth : 0,
+            shown: img ? img.getBoundingClientRect().width : 0,
+            number: number ? number.innerText : '', caption: cap ? cap.innerText : ''};
+  }),
+};
+"""
 PAGE_TEXT = "return document.querySelector('main, .bd-article, body').innerText"
 
 
@@ -204,6 +234,13 @@ def test_chapter_pages_as_a_reader_meets_them(browser, server, screens):
               "return document.querySelectorAll('.widget-slider, .jupyter-widgets .widget-hslider').length > 0")
         before = _wait(browser, VISIBLE_WIDGET_IMAGES)
         assert len(before) == 1, f"{name}: expected one visible explorer image, saw {len(before)}"
+        (natural, shown), = browser.execute_script(VISIBLE_WIDGET_WIDTHS)
+        assert min(natural, shown) >= MIN_EXPLORER_WIDTH, f"{name}: the explorer image is {natural} px ({shown} shown)"
+        explorer = browser.execute_script(  # the outermost box around the visible explorer image
+            "let e = [...document.querySelectorAll('img.widget-image')].find(i => i.offsetParent !== null);"
+            "for (let p = e; p; p = p.parentElement) { if (p.classList.contains('widget-vbox')) e = p; } return e;")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", explorer)
+        explorer.screenshot(str(screens / f"{name}-explorer.png"))
         handle = browser.find_element(By.CSS_SELECTOR, ".noUi-handle")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", handle)
         handle.click()
@@ -221,6 +258,49 @@ def test_chapter_pages_as_a_reader_meets_them(browser, server, screens):
         origins = browser.execute_script(
             "return performance.getEntriesByType('resource').map(r => new URL(r.name).origin)")
         assert set(origins) <= {server}, f"{name}: requests left the book: {set(origins) - {server}}"
+
+
+@pytest.mark.browser
+def test_chapter_figures_are_numbered_captioned_described_and_readable(browser, server, screens):
+    """Every figure of a chapter: in a <figure> with a numbered caption ("Figure N", numbered through the book
+    in chapter order), alt text that says what it shows (not the file path), drawn no more than
+    :data:`MAX_SHRINK` times wider than it is shown."""
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": WIDTHS["desktop"], "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    number, undeclared = 0, []
+    try:
+        for name in _chapters():
+            declared = _declared_figures(name)
+            _open(browser, f"{server}/nbs/{name}.html")
+            _wait(browser, "return [...document.querySelectorAll('figure img')].every(i => i.complete) || null")
+            found = browser.execute_script(FIGURES)
+            if not declared:  # a chapter still being written: checked below, after the others
+                undeclared.append(name)
+                number += sum(1 for fig in found["figures"] if fig["number"])
+                continue
+            assert not found["loose"], f"{name}: figures without caption or alt text: {found['loose'][:3]}"
+            figures = found["figures"]
+            assert [f["id"] for f in figures] == [d["name"] for d in declared], f"{name}: figures on the page"
+            for fig in figures:
+                number += 1
+                where = f"{name} {fig['id']}"
+                assert fig["number"].strip().rstrip(":.") == f"Figure {number}", f"{where}: numbered {fig['number']!r}"
+                assert len(fig["caption"]) > len(fig["number"]) + 20, f"{where}: caption {fig['caption']!r}"
+                alt = (fig["alt"] or "").strip()
+                assert alt and "/" not in alt and not alt.endswith(".png"), f"{where}: alt text {alt!r}"
+                assert fig["natural"] > 0 and fig["shown"] > 0, f"{where}: the picture did not load"
+                assert fig["natural"] / fig["shown"] <= MAX_SHRINK, (
+                    f"{where}: drawn {fig['natural']} px wide, shown at {fig['shown']:.0f} px: its text is unreadable")
+            for k, element in enumerate(browser.find_elements(By.CSS_SELECTOR, "figure"), start=1):
+                browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
+                element.screenshot(str(screens / f"{name}-figure{k}.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    if undeclared:
+        pytest.xfail(f"{', '.join(undeclared)}: no figure captions or alt texts declared yet (cell metadata "
+                     "attnbook.figures, see attnbook.book_pages.split_figures)")
 
 
 @pytest.mark.browser

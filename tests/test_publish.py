@@ -68,7 +68,7 @@ def test_intro_table_of_chapters_comes_from_the_registry(tmp_path):
         chapter = get_chapter(name)
         assert chapter.summary, f"{name}: CHAPTER.summary (the intro's one-line claim) is empty"
         assert f"(../nbs/{name}.ipynb)" in table and chapter.summary in table
-    assert "| 1. EAT |" in table  # a planned chapter: listed, not linked
+    assert "| 2. Sharpen Focus |" in table  # a planned chapter: listed, not linked
 
 
 # --- what staging does to a chapter page (attnbook.book_pages) ------------------------------------------

@@ -2,6 +2,9 @@
 
 Per chapter, on the *staged copy* of the executed notebook (``results/`` and ``nbs/`` stay untouched):
 
+* figures: each figure a chapter declares in a code cell's metadata (``"attnbook": {"figures": [{"name",
+  "caption", "alt"}, …]}``, one entry per figure the cell shows, in order) becomes a numbered figure with
+  its caption and alt text (:func:`split_figures`);
 * noise out: the ``parameters`` cell and papermill's ``injected-parameters`` cell (a temporary
   ``run_dir``) get the ``remove-cell`` tag; progress bars on stderr and stray reprs of paths are dropped;
 * a **verdict box** under the title: the run's claims counted by status, with the ledger's badges,
@@ -63,9 +66,60 @@ def dash_missing(output: dict[str, Any]) -> None:
         data["text/html"] = MISSING_CELL.sub(f"<td>{NA_REP}</td>", _text(html))
 
 
+FIGURES_KEY = "attnbook"  # cell metadata: {"figures": [{"name": "fig-…", "caption": "…", "alt": "…"}, …]}
+FIGURE_ROLE = "figure"
+FIGURE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def is_figure_output(output: Mapping[str, Any]) -> bool:
+    """Whether an output is a picture (a matplotlib figure shown by ``plt.show()``)."""
+    return output.get("output_type") in ("display_data", "execute_result") and any(
+        t in output.get("data", {}) for t in FIGURE_TYPES)
+
+
+def figure_specs(cell: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The figures a code cell declares (see the module docstring); [] for none."""
+    return list(cell.get("metadata", {}).get(FIGURES_KEY, {}).get("figures", []))
+
+
+def _output_cell(outputs: list[dict[str, Any]], role: str, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    meta = {INJECTED: role, "tags": ["remove-input"], **(metadata or {})}
+    # a source is needed (myst-nb skips blank cells); "remove-input" keeps it off the page
+    return {"cell_type": "code", "metadata": meta, "source": "# the outputs of the cell above", "outputs": outputs,
+            "execution_count": None}
+
+
+def split_figures(nb: dict[str, Any]) -> dict[str, Any]:
+    """Give every declared figure its own cell holding only its picture, with myst-nb's figure options
+    (``mystnb.figure``: caption and name → a numbered figure with a ``figcaption``; ``mystnb.image.alt``);
+    the cell's other outputs (tables, text) stay around it in order, in output-only cells. myst-nb wraps
+    *every* output of a cell that carries figure options in the figure, hence the split. In place."""
+    cells: list[dict[str, Any]] = []
+    for cell in nb["cells"]:
+        specs = figure_specs(cell) if cell["cell_type"] == "code" else []
+        if not specs:
+            cells.append(cell)
+            continue
+        outputs, cell["outputs"] = cell.get("outputs", []), []
+        cells.append(cell)
+        figures = iter(specs)
+        for output in outputs:
+            spec = next(figures, None) if is_figure_output(output) else None
+            if spec is None:
+                if cells[-1] is not cell and FIGURE_ROLE == cells[-1]["metadata"][INJECTED]:
+                    cells.append(_output_cell([], "outputs"))  # what follows a figure: its own cell
+                cells[-1]["outputs"].append(output)
+                continue
+            figure = {"caption": spec["caption"], "name": spec["name"]}
+            cells.append(_output_cell([output], FIGURE_ROLE, {"mystnb": {"figure": figure,
+                                                                          "image": {"alt": spec["alt"]}}}))
+    nb["cells"] = cells
+    return nb
+
+
 def clean_notebook(nb: dict[str, Any]) -> dict[str, Any]:
-    """Hide papermill's parameter cells, drop progress bars and path reprs, dash undefined table cells;
-    in place, returns ``nb``."""
+    """Hide papermill's parameter cells, drop progress bars and path reprs, dash undefined table cells,
+    give declared figures their captions and alt texts (:func:`split_figures`); in place, returns ``nb``."""
     for cell in nb["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if any(t in tags for t in HIDDEN_TAGS) and REMOVE not in tags:
@@ -74,7 +128,7 @@ def clean_notebook(nb: dict[str, Any]) -> dict[str, Any]:
             cell["outputs"] = [o for o in cell.get("outputs", []) if not (is_progress_output(o) or is_path_repr(o))]
             for output in cell["outputs"]:
                 dash_missing(output)
-    return nb
+    return split_figures(nb)
 
 
 # --- what the book says about a run --------------------------------------------------------------------

@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 PROFILE_HELP = {
@@ -26,6 +26,9 @@ PROFILE_HELP = {
 }
 # Names every notebook's parameters cell has, besides the chapter's own overrides.
 COMMON_PARAMETERS = ("profile", "seed", "run_dir")
+
+
+C = TypeVar("C", bound="ChapterConfig")
 
 
 class ConfigError(ValueError):
@@ -155,6 +158,24 @@ def resolve(profiles: Mapping[str, ChapterConfig], profile: str, overrides: Mapp
     try:
         return dataclasses.replace(base, **changes)
     except (TypeError, ValueError) as err:  # __post_init__ checks of the chapter
+        raise ConfigError(str(err)) from err
+
+
+# Fields that choose a profile's code path (which data, which branches): :func:`shrink` never changes them.
+CODE_PATH_FIELDS = ("profile", "datasets", "data", "pretrained", "arch", "train_from", "ablation_start", "stride_one",
+                    "method", "amp", "small_input")
+
+
+def shrink(config: C, **sizes: Any) -> C:
+    """Test-only: ``config`` on the CPU at tiny ``sizes`` (image side, epochs, seeds, counts), keeping the
+    profile's code path — its datasets, real-data loaders, ``pretrained``, ``train_from``, strides — so a
+    test can run a ``gpu`` or ``paper`` profile end to end without a GPU. Refuses :data:`CODE_PATH_FIELDS`."""
+    path = sorted(set(sizes) & set(CODE_PATH_FIELDS))
+    if path:
+        raise ConfigError(f"shrink changes sizes only, not the code path: {', '.join(path)}")
+    try:
+        return dataclasses.replace(config, needs_gpu=False, device="cpu", **sizes)
+    except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from err
 
 

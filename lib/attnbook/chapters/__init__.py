@@ -24,6 +24,7 @@ from attnbook.config import (
 # notebook stem → the torch-free module defining CHAPTER (imported lazily).
 _MODULES = {
     "00_testbed": "attnbook.chapters.testbed.config",
+    "01_eat": "attnbook.chapters.eat.config",
     "04_bla": "attnbook.chapters.bla.config",
     "05_brnpa": "attnbook.chapters.brnpa.config",
 }
@@ -79,8 +80,6 @@ class PlannedChapter:
 
 
 PLANNED = (
-    PlannedChapter("01_eat", "EAT", "Xu et al., *Where is the model looking at?*",
-                   "attribute multi-task learning moves attention onto the object (FAR)"),
     PlannedChapter("02_sharpen_focus", "Sharpen Focus", "Wang et al., ICCV 2019",
                    "separable, consistent attention as training losses improves accuracy"),
     PlannedChapter("03_region_grouping", "Region Grouping", "Huang & Li, CVPR 2020",

@@ -13,6 +13,7 @@ from torch import nn
 from attnbook.methods.bcnn import BCNNHead
 from attnbook.methods.bla import BLA_VARIANTS
 from attnbook.methods.brnpa import BRNPAHead
+from attnbook.methods.eat import EATHead
 from attnbook.models.heads import GAPHead
 
 HEADS: dict[str, Callable[..., nn.Module]] = {
@@ -20,6 +21,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "brnpa": BRNPAHead,  # BR-NPA Algorithm 1
     "bcnn": BCNNHead,  # B-CNN as BR-NPA §4.1 describes it (materialised product)
     "bcnn_einsum": partial(BCNNHead, materialize=False),  # the same maths by one contraction
+    "eat": EATHead,  # EAT Eq. 1-6 (options: num_attributes, lam, eta, integrator, …); maps = Grad-CAM
     **{name: factory for name, factory in BLA_VARIANTS.items() if name != "bl"},  # "bl" is "gap"
 }
 

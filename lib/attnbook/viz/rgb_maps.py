@@ -12,15 +12,18 @@ invisible blue map on birds, §4.4). A pixel attended by maps 1 and 2 is yellow,
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from attnbook.explain.postprocess import upsample
-from attnbook.viz.plots import figure_png, to_numpy_image
+from attnbook.viz.plots import PANEL_WIDTH, figure_png, to_numpy_image
+from attnbook.viz.style import HEAT, MIN_FONT, PAGE_WIDTH, RC, colorbar, house_style
 
 MAX_MAPS = 3  # one per colour channel
 
@@ -58,29 +61,56 @@ def rgb_overlay(image: torch.Tensor, rgb: torch.Tensor, alpha: float = 0.75) -> 
     return (1 - alpha) * to_numpy_image(image) + alpha * to_numpy_image(rgb)
 
 
+RGB_LEGEND = (("map 1", "red"), ("map 2", "green"), ("map 3", "blue"))
+
+
+def _rgb_legend(fig: Figure, **kwargs: object) -> None:
+    handles = [plt.Line2D([], [], marker="s", ls="", ms=9, color=color, label=label) for label, color in RGB_LEGEND]
+    fig.legend(handles=handles, frameon=False, **kwargs)
+
+
 def rgb_panel_png(image: torch.Tensor, rgb: torch.Tensor, title: str, mask: torch.Tensor | None = None,
-                  size: float = 2.6, dpi: int = 80) -> bytes:
-    """One picture for a widget: :func:`rgb_overlay` with the object outlined (white); PNG bytes."""
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(rgb_overlay(image, rgb))
-    if mask is not None and mask.any():
-        ax.contour(mask.float().cpu().numpy(), levels=[0.5], colors="white", linewidths=0.8)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-    return figure_png(fig, dpi=dpi)
+                  size: float = PANEL_WIDTH, dpi: int = 100) -> bytes:
+    """One widget view: the input (object outlined) beside :func:`rgb_overlay`, with a legend of the three
+    colours (map 1/2/3 = red/green/blue); PNG bytes, ≈ 440 px wide."""
+    with matplotlib.rc_context(RC):
+        fig, axes = plt.subplots(1, 2, figsize=(size, size / 2 + 0.35), layout="constrained")
+        axes[0].imshow(to_numpy_image(image))
+        axes[0].set_title("input")
+        axes[1].imshow(rgb_overlay(image, rgb))
+        axes[1].set_title(title)
+        for ax in axes:
+            if mask is not None and mask.any():
+                ax.contour(mask.float().cpu().numpy(), levels=[0.5], colors="white", linewidths=1.0)
+            ax.axis("off")
+        _rgb_legend(fig, loc="outside right center", ncols=1, handletextpad=0.2)
+        return figure_png(fig, dpi=dpi)
 
 
-def picture_grid(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str], size: float = 1.6) -> Figure:
-    """A grid of ready-made ``[H, W, 3]`` pictures: one row per image, one column per method."""
+@house_style
+def picture_grid(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str], size: float = 1.3,
+                 heat_columns: int = 0, rgb_columns: int = 0) -> Figure:
+    """A grid of ready-made ``[H, W, 3]`` pictures: one row per image, one column per method, at most
+    :data:`~attnbook.viz.style.PAGE_WIDTH` wide. ``heat_columns`` columns after the first are heat-map overlays
+    (:data:`~attnbook.viz.style.HEAT`, min–max normalised): one shared colour bar; the last ``rgb_columns``
+    are RGB maps: a legend of the three colours."""
     if not rows or any(len(row) != len(column_titles) for row in rows):
         raise ValueError(f"rows must be a non-empty [images][{len(column_titles)} columns] grid of pictures")
-    fig, axes = plt.subplots(len(rows), len(column_titles), figsize=(len(column_titles) * size, len(rows) * size),
-                             squeeze=False)
+    cols = len(column_titles)
+    extra = 0.8 if heat_columns else 0.0
+    size = min(size, (PAGE_WIDTH - extra) / cols)
+    chars = max(6, int(size * 100 / 8))  # ~8 px per 9 pt character at 100 dpi, margins included: wrap to the panel
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * size + extra, len(rows) * size + 0.9),
+                             squeeze=False, layout="constrained")
     for i, row in enumerate(rows):
         for j, picture in enumerate(row):
             axes[i, j].imshow(np.clip(picture, 0, 1))
             axes[i, j].axis("off")
             if i == 0:
-                axes[i, j].set_title(column_titles[j], fontsize=8)
-    fig.tight_layout()
+                axes[i, j].set_title(textwrap.fill(column_titles[j], chars), fontsize=MIN_FONT)
+    if heat_columns:
+        colorbar(fig, HEAT, axes[:, 1:1 + heat_columns].ravel().tolist(), "attention (per map)", shrink=0.6,
+                 aspect=25)
+    if rgb_columns:
+        _rgb_legend(fig, loc="outside lower center", ncols=3, title="RGB columns")
     return fig

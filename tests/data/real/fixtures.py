@@ -122,11 +122,13 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
-def make_mnist(root: Path, gz: bool = True) -> Path:
-    """Train digits 3, 8, 1, 3, 8; test 8, 3, 0; every pixel of an image equals 10 × its digit."""
+def make_mnist(root: Path, gz: bool = True, train_labels: tuple[int, ...] = MNIST_TRAIN_LABELS,
+               test_labels: tuple[int, ...] = MNIST_TEST_LABELS) -> Path:
+    """Train digits 3, 8, 1, 3, 8; test 8, 3, 0 (or the labels given); every pixel of an image equals 10 × its
+    digit."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for prefix, labels in (("train", MNIST_TRAIN_LABELS), ("t10k", MNIST_TEST_LABELS)):
+    for prefix, labels in (("train", train_labels), ("t10k", test_labels)):
         images = np.stack([np.full((28, 28), 10 * d, dtype=np.uint8) for d in labels])
         for kind, array in (("images-idx3", images), ("labels-idx1", np.array(labels, dtype=np.uint8))):
             data = idx_bytes(array)

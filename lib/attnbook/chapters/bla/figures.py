@@ -35,6 +35,7 @@ from attnbook.data import records as R
 from attnbook.explain.cam import cam
 from attnbook.train import FeatureDataset
 from attnbook.viz.plots import map_panel_png, overlay, to_numpy_image
+from attnbook.viz.style import PAGE_WIDTH, colorbar, house_style
 from attnbook.viz.widgets import image_method_explorer
 
 
@@ -55,6 +56,7 @@ def digits_summary(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@house_style
 def figure_digits(digits: DigitsResults, test: FeatureDataset, n: int = 8) -> Figure:
     """Test digits with BLA-T's prediction (top) and its hard explanation δ on the 7×7 map (bottom; first
     seed). Without a BLA-T model in the run: the baseline's predictions only."""
@@ -64,14 +66,16 @@ def figure_digits(digits: DigitsResults, test: FeatureDataset, n: int = 8) -> Fi
     with torch.no_grad():
         logits = model(x)[:, 0]
     explains = hard is not None
-    fig, axes = plt.subplots(2 if explains else 1, n, figsize=(1.3 * n, 2.8 if explains else 1.5), squeeze=False)
+    size = min(1.3, PAGE_WIDTH / n)
+    fig, axes = plt.subplots(2 if explains else 1, n, figsize=(n * size, (size + 0.35) * (2 if explains else 1)),
+                             squeeze=False)
     for i in range(n):
         image = x[i].expand(3, -1, -1).cpu()
         axes[0, i].imshow(to_numpy_image(image))
-        axes[0, i].set_title(f"pred {DIGITS_PAIR[int(logits[i] > 0)]}", fontsize=8)
+        axes[0, i].set_title(f"pred {DIGITS_PAIR[int(logits[i] > 0)]}")
         if hard is not None:
             axes[1, i].imshow(overlay(image, _nearest(hard[i].float().cpu(), image.shape[-1]), alpha=0.45))
-            axes[1, i].set_title(f"|δ| = {int(hard[i].sum())}", fontsize=8)
+            axes[1, i].set_title(f"|δ| = {int(hard[i].sum())}")
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -116,15 +120,16 @@ def _not_different(evidence: stats.Evidence | None, alpha: float) -> bool:
     return evidence is not None and evidence.p_value >= alpha
 
 
+@house_style
 def figure3(scores: pd.DataFrame) -> Figure:
-    """Figure 3: error rate (top) and loss (bottom) of the explanation variants over seeds, per dataset;
-    dashed: the median of the uninterpretable baseline BL."""
+    """Figure 3: error rate (left) and loss (right) of the explanation variants over seeds, one row per
+    dataset; dashed: the median of the uninterpretable baseline BL. Both axes start at 0."""
     tasks = list(scores["task"].unique())
     shown = [v for v in VARIANTS if v != "bl" and v in set(scores["head"])]
-    fig, axes = plt.subplots(2, len(tasks), figsize=(3.4 * len(tasks), 5.6), squeeze=False)
-    for col, task in enumerate(tasks):
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(PAGE_WIDTH, 2.3 * len(tasks) + 0.3), squeeze=False)
+    for row, task in enumerate(tasks):
         sub = scores[scores.task == task]
-        for row, (metric, label) in enumerate((("acc", "error rate"), ("loss", "loss"))):
+        for col, (metric, label) in enumerate((("acc", "error rate"), ("loss", "loss"))):
             ax = axes[row, col]
             value = (lambda s: 1 - s) if metric == "acc" else (lambda s: s)
             data = [value(sub[sub["head"] == v][metric]).to_numpy() for v in shown]
@@ -132,27 +137,35 @@ def figure3(scores: pd.DataFrame) -> Figure:
                 ax.boxplot(data, tick_labels=[LABELS[v] for v in shown])
             baseline = float(np.median(value(sub[sub["head"] == "bl"][metric])))
             ax.axhline(baseline, ls="--", color="grey", label="BL median")
-            ax.set_title(f"{label}, {task}", fontsize=9)
-            ax.tick_params(axis="x", labelsize=7)
-    axes[0, 0].legend(fontsize=7)
+            ax.set_title(f"{label}, {task}")
+            ax.set_ylim(bottom=0)  # a rate and a loss are ≥ 0
+            if metric == "acc":
+                ax.set_ylim(top=min(1.0, max(ax.get_ylim()[1], 0.05)))
+    axes[0, 0].legend()
     fig.tight_layout()
     return fig
 
 
+@house_style
 def figure2(results: Sequence[TaskResults], config: BLAConfig, per_task: int = 2) -> Figure:
     """Figure 2 re-made: input, soft explanation q, hard explanation δ, δ over the input (per dataset), for
     BLA-T (or, in a run restricted to another head, that head; CAM for ``method="bl"``)."""
     available = explained_by(results[0].heads)
     head = next(n for n in ("bla_t", "bla", "bla_ph", "l2x_f", CAM) if n in available)
     cols = [(r, i) for r in results for i in range(min(per_task, len(r.task.images)))]
-    fig, axes = plt.subplots(4, len(cols), figsize=(1.6 * len(cols), 6.4), squeeze=False)
-    for col, (r, i) in enumerate(cols):
-        image = r.task.images[i]
+    size = min(1.6, (PAGE_WIDTH - 1.4) / len(cols))
+    fig, axes = plt.subplots(4, len(cols), figsize=(len(cols) * size + 1.4, 4 * size + 0.9), squeeze=False,
+                             layout="constrained")
+    explained = []
+    for r, i in cols:
         features = r.task.shown_features()[i:i + 1].to(next(r.heads["bl"].parameters()).device)
-        soft, hard = soft_and_hard(r.heads, head, features, config.cam_threshold)
+        explained.append(soft_and_hard(r.heads, head, features, config.cam_threshold))
+    top = max([float(soft.max()) for soft, _ in explained] + [1e-12])
+    for col, ((r, i), (soft, hard)) in enumerate(zip(cols, explained)):
+        image = r.task.images[i]
         axes[0, col].imshow(to_numpy_image(image))
-        axes[0, col].set_title(r.task.key, fontsize=9)
-        axes[1, col].imshow(soft[0].cpu().numpy(), cmap="viridis")
+        axes[0, col].set_title(r.task.key)
+        q_image = axes[1, col].imshow(soft[0].cpu().numpy(), cmap="viridis", vmin=0, vmax=top)
         axes[2, col].imshow(hard[0].float().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
         axes[3, col].imshow(overlay(image, _nearest(hard[0].float().cpu(), image.shape[-1]), alpha=0.45))
     for row, label in enumerate(("input", "soft q", "hard δ", "vis.")):
@@ -160,8 +173,11 @@ def figure2(results: Sequence[TaskResults], config: BLAConfig, per_task: int = 2
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{LABELS[head]} explanations (first seed)", fontsize=10)
-    fig.tight_layout()
+        ax.spines[:].set_visible(False)
+    colorbar(fig, q_image, axes[1, :].tolist(), "q")
+    bar = colorbar(fig, axes[2, 0].images[0], axes[2, :].tolist(), "δ")
+    bar.set_ticks([0, 1], labels=["0 out", "1 in"])
+    fig.suptitle(f"{LABELS[head]} explanations (first seed)")
     return fig
 
 
@@ -178,26 +194,31 @@ def truth_table(truth: pd.DataFrame, results: Sequence[TaskResults]) -> pd.DataF
     return table
 
 
+@house_style
 def figure_truth(truth: pd.DataFrame, results: Sequence[TaskResults]) -> Figure:
-    """Top: share of each hard explanation on the object (mean ± SE over seeds; dashed: the object's share
-    of the image). Bottom: distribution of explanation sizes over test images (first seed)."""
+    """One row per dataset. Left: share of each hard explanation on the object (mean ± SE over seeds; dashed:
+    the object's share of the image). Right: distribution of explanation sizes over test images (first seed)."""
     methods = [m for m in ("l2x_f", "bla", "bla_t", "bla_ph", CAM) if m in set(truth["method"])]
-    fig, axes = plt.subplots(2, len(results), figsize=(3.6 * len(results), 6.0), squeeze=False)
-    for col, r in enumerate(results):
-        sub = truth[truth.task == r.task.key]
-        ms = [stats.mean_se(sub[sub.method == m]["object_precision"]) for m in methods]
-        axes[0, col].bar(range(len(methods)), [m for m, _ in ms], yerr=[s for _, s in ms], color="tab:blue")
-        axes[0, col].axhline(float(r.task.object_area.mean()), ls="--", color="grey", label="object's share")
-        axes[0, col].set_xticks(range(len(methods)), [LABELS[m] for m in methods], fontsize=7, rotation=30)
-        axes[0, col].set(ylim=(0, 1), title=f"on the object, {r.task.key}")
+    fig, axes = plt.subplots(len(results), 2, figsize=(PAGE_WIDTH, 2.6 * len(results) + 0.3), squeeze=False)
+    for row, r in enumerate(results):
+        ax_share, ax_size = axes[row]
+        if r.task.object_area is None:  # real data without object masks: sizes only
+            ax_share.axis("off")
+            ax_share.text(0.5, 0.5, f"{r.task.key}: no object masks", ha="center", va="center")
+        else:
+            sub = truth[truth.task == r.task.key]
+            ms = [stats.mean_se(sub[sub.method == m]["object_precision"]) for m in methods]
+            ax_share.bar(range(len(methods)), [m for m, _ in ms], yerr=[s for _, s in ms], color="tab:blue")
+            ax_share.axhline(float(r.task.object_area.mean()), ls="--", color="grey", label="object's share")
+            ax_share.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=30, ha="right")
+            ax_share.set(ylim=(0, 1), ylabel="share on the object", title=f"on the object, {r.task.key}")
+            ax_share.legend()
         cells = r.task.grid**2
         bins = np.arange(0.5, cells + 1.5)
         for m in methods:
-            axes[1, col].hist(r.sizes[m].numpy(), bins=bins, histtype="step", lw=1.4, label=LABELS[m])
-        axes[1, col].set(xlabel="explanation size ‖δ‖₁ (cells)", ylabel="test images",
-                         title=f"sizes, {r.task.key}")
-    axes[0, 0].legend(fontsize=7)
-    axes[1, -1].legend(fontsize=7)
+            ax_size.hist(r.sizes[m].numpy(), bins=bins, histtype="step", lw=1.4, label=LABELS[m])
+        ax_size.set(xlabel="explanation size ‖δ‖₁ (cells)", ylabel="test images", title=f"sizes, {r.task.key}")
+    axes[0, 1].legend()
     fig.tight_layout()
     return fig
 
@@ -246,7 +267,7 @@ def explorer(results: Sequence[TaskResults], faith: Faithfulness, config: BLACon
             label = int(r.task.test.tensors[R.LABEL][r.task.shown[i]])
             captions.append(f"{r.task.title} — image {i}: true {r.task.class_names[label]}, "
                             f"BL predicts {r.task.class_names[predicted[i]]}")
-            panels.append([map_panel_png(r.task.images[i], None if v is None else v[i], n, mask=mask, size=2.0)
+            panels.append([map_panel_png(r.task.images[i], None if v is None else v[i], n, mask=mask)
                            for n, v in views.items()])
     return image_method_explorer(panels, names, captions, title="BLA and its baselines, per image")
 

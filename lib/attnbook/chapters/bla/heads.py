@@ -159,9 +159,13 @@ def scores_frame(results: Sequence[TaskResults]) -> pd.DataFrame:
     return pd.DataFrame([row for r in results for row in r.scores])
 
 
+TRUTH_COLUMNS = ("task", "seed", "method", "size_mean", "size_sd", "object_precision", "disc_recall", "size_area_r")
+
+
 def truth_frame(results: Sequence[TaskResults]) -> pd.DataFrame:
-    """Per (task, seed, method): the explanation scores against the ground truth."""
-    return pd.DataFrame([row for r in results for row in r.truth])
+    """Per (task, seed, method): the explanation scores against the ground truth (no rows, same columns, on
+    real data, which carry no ground truth)."""
+    return pd.DataFrame([row for r in results for row in r.truth], columns=list(TRUTH_COLUMNS))
 
 
 def per_seed(scores: pd.DataFrame, task: str, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:

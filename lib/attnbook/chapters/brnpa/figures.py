@@ -24,6 +24,7 @@ from attnbook.chapters.brnpa.pipeline import ImageTask
 from attnbook.chapters.brnpa.studies import ResolutionStudy
 from attnbook.viz.plots import map_panel_png, overlay, to_numpy_image
 from attnbook.viz.rgb_maps import picture_grid, rgb_overlay, rgb_panel_png
+from attnbook.viz.style import PAGE_WIDTH, house_style
 from attnbook.viz.widgets import image_method_explorer
 
 # --- Tables 1 and 6, Fig. 8 ---------------------------------------------------------------------------
@@ -61,10 +62,12 @@ def table1(studies: Mapping[str, ResolutionStudy]) -> pd.DataFrame:
     return frame[frame.resolution == "high"][["dataset", "model", "map", "seeds", "accuracy", "accuracy s.e."]]
 
 
+@house_style
 def figure_resolution(table: pd.DataFrame) -> Figure:
     """Bars: accuracy and the three sparsities of :func:`resolution_table` per model at low and high
-    (distilled) resolution (Table 6)."""
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    (distilled) resolution (Table 6), in a 2 × 2 grid."""
+    fig, grid = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 6.0))
+    axes = grid.ravel()
     models = list(dict.fromkeys(table["model"]))
     x = np.arange(len(models))
     for ax, column in zip(axes, ("accuracy", *SPARSITY_COLUMNS)):
@@ -74,10 +77,11 @@ def figure_resolution(table: pd.DataFrame) -> Figure:
             ax.bar(x + offset, part[column], 0.4, yerr=part[f"{column} s.e."], capsize=3, label=label)
         ax.set_xticks(x, models)
         ax.set_title(column)
+        ax.set_ylim(bottom=0)
     axes[0].set_ylim(0, 1)
-    axes[2].set_title("sparsity on the low-res grid (equal cells)")
-    axes[3].set_title("normalised: (max/mean − 1) / (h·w − 1)")
-    axes[0].legend(fontsize=8)
+    axes[2].set_title("sparsity on the low-res grid\n(equal cells)")
+    axes[3].set_title("normalised sparsity\n(max/mean − 1) / (h·w − 1)")
+    axes[0].legend()
     fig.tight_layout()
     return fig
 
@@ -93,15 +97,17 @@ def grad_variance_table(study: ResolutionStudy) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@house_style
 def figure_grad_norms(study: ResolutionStudy, seed: int) -> Figure:
     """Gradient norm of the last three convs during training, per head (one seed). Paper: Fig. 8."""
     layers = list(study.grad_norms[KINDS[0], seed])
-    fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(layers), figsize=(PAGE_WIDTH, 3), squeeze=False, sharey=True)
     for ax, layer in zip(axes[0], layers):
         for kind in KINDS:
             ax.plot(study.grad_norms[kind, seed][layer], lw=1, label=KIND_NAMES[kind])
-        ax.set(title=layer, xlabel="training step", ylabel="‖∂L/∂W‖", yscale="log")
-    axes[0, 0].legend(fontsize=8)
+        ax.set(title=layer, xlabel="training step", yscale="log")
+    axes[0, 0].set_ylabel("‖∂L/∂W‖")
+    axes[0, 0].legend()
     fig.tight_layout()
     return fig
 
@@ -135,19 +141,20 @@ def subset_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@house_style
 def figure_ablations(table4: pd.DataFrame, table5: pd.DataFrame, code: pd.DataFrame) -> Figure:
-    """Bars: Table 4 variants, Table 5 subsets, and the authors' code vs the paper's rules."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
+    """Bars: Table 4 variants, Table 5 subsets, and the authors' code vs the paper's rules (one row each,
+    the same accuracy axis, cut to the values' range)."""
+    fig, axes = plt.subplots(3, 1, figsize=(PAGE_WIDTH, 9.0))
     values = pd.concat([t["accuracy"] for t in (table4, table5, code)])
     low, high = max(0.0, values.min() - 0.15), min(1.0, values.max() + 0.05)
     for ax, table, label, title in ((axes[0], table4, "variant", "Table 4: selection × refinement"),
                                     (axes[1], table5, "vectors", "Table 5: vector subsets"),
                                     (axes[2], code, "variant", "paper's rules vs the authors' code")):
         bars = ax.bar(range(len(table)), table["accuracy"], yerr=table["accuracy s.e."], capsize=3)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
-        ax.set_xticks(range(len(table)), table[label], rotation=30, ha="right", fontsize=8)
-        ax.set(ylim=(low, high), title=title)
-    axes[0].set_ylabel("accuracy (axis cut)")
+        ax.bar_label(bars, fmt="%.3f", padding=2)
+        ax.set_xticks(range(len(table)), table[label], rotation=20, ha="right")
+        ax.set(ylim=(low, high), title=title, ylabel="accuracy (axis cut)")
     fig.tight_layout()
     return fig
 
@@ -172,6 +179,7 @@ def hierarchy_table(study: ResolutionStudy, resolution: str = "high") -> pd.Data
     return pd.DataFrame(rows)
 
 
+@house_style
 def figure_hierarchy(table: pd.DataFrame, areas: Mapping[str, float]) -> Figure:
     """Heat map: rows = (model, map rank), columns = regions; numbers = share of the map's mass, colour =
     that share over the region's area (1 = no preference, as a uniform map)."""
@@ -184,16 +192,16 @@ def figure_hierarchy(table: pd.DataFrame, areas: Mapping[str, float]) -> Figure:
     mass = table[regions].to_numpy(dtype=float)
     enrichment = mass / np.asarray(list(areas.values()))[None]
     labels = [f"{m} map {k}" for m, k in zip(table["model"], table["map"])]
-    fig, ax = plt.subplots(figsize=(1.1 * len(regions) + 2.5, 0.45 * len(labels) + 1.4))
+    fig, ax = plt.subplots(figsize=(min(PAGE_WIDTH, 0.9 * len(regions) + 3.2), 0.45 * len(labels) + 1.9))
     top = np.nanmax(enrichment) if np.isfinite(enrichment).any() else 1.0
     image = ax.imshow(enrichment, cmap="magma", aspect="auto", vmin=0, vmax=max(top, 1.0))
     ax.set_xticks(range(len(regions)), [f"{r}\n(area {areas[r]:.3f})" for r in regions], rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     for (i, j), value in np.ndenumerate(mass):
-        ax.text(j, i, "—" if np.isnan(value) else f"{value:.3f}", ha="center", va="center", fontsize=7,
-                color="white" if not enrichment[i, j] > 0.6 * top else "black")
+        ax.text(j, i, "—" if np.isnan(value) else f"{value:.2f}", ha="center", va="center",
+                color="white" if np.isfinite(enrichment[i, j]) and enrichment[i, j] <= 0.6 * top else "black")
     fig.colorbar(image, ax=ax, label="share of mass ÷ share of area")
-    ax.set_title("where the ranked maps put their mass (norm-weighted, high resolution, all seeds)", fontsize=9)
+    ax.set_title("where the ranked maps put their mass\n(norm-weighted, high resolution, all seeds)")
     fig.tight_layout()
     return fig
 
@@ -223,9 +231,11 @@ def _pictures(examples: Examples, i: int) -> list[np.ndarray]:
 
 
 def figure_maps(examples: Examples, n: int) -> Figure:
-    """Paper Figs. 1/3/5: input, post-hoc maps (jet), B-CNN and BR-NPA maps in RGB (map 1/2/3 = R/G/B)."""
+    """Paper Figs. 1/3/5: input, post-hoc maps (magma, one colour bar), B-CNN and BR-NPA maps in RGB
+    (map 1/2/3 = R/G/B, legend)."""
     rows = [[to_numpy_image(examples.images[i]), *_pictures(examples, i)] for i in range(min(n, len(examples.images)))]
-    return picture_grid(rows, ["input", *examples.heat, *examples.rgb])
+    return picture_grid(rows, ["input", *examples.heat, *examples.rgb], heat_columns=len(examples.heat),
+                        rgb_columns=len(examples.rgb))
 
 
 def explorer(examples: Examples, task: ImageTask, n: int) -> Any:
@@ -244,11 +254,12 @@ def explorer(examples: Examples, task: ImageTask, n: int) -> Any:
 
 # --- efficiency (Fig. 9, App. B.4) ------------------------------------------------------------------
 
+@house_style
 def figure_efficiency(long: pd.DataFrame) -> Figure:
     """Bars: ms per training step and extra peak memory per backbone and head (Fig. 9)."""
     ok = long[long["ms_per_step"].notna()] if "ms_per_step" in long else long
     archs, heads = list(dict.fromkeys(ok["backbone"])), list(dict.fromkeys(ok["head"]))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.2))
     width = 0.8 / len(heads)
     panels = ((axes[0], "ms_per_step", "training step (ms)"), (axes[1], "peak_mib", "extra peak memory (MiB)"))
     for ax, column, title in panels:
@@ -258,6 +269,6 @@ def figure_efficiency(long: pd.DataFrame) -> Figure:
                    label=KIND_NAMES[head])
         ax.set_xticks(range(len(archs)), archs)
         ax.set_title(title)
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     fig.tight_layout()
     return fig
