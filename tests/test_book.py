@@ -288,6 +288,7 @@ def test_chapter_figures_are_numbered_captioned_described_and_readable(browser, 
                 where = f"{name} {fig['id']}"
                 assert fig["number"].strip().rstrip(":.") == f"Figure {number}", f"{where}: numbered {fig['number']!r}"
                 assert len(fig["caption"]) > len(fig["number"]) + 20, f"{where}: caption {fig['caption']!r}"
+                assert f"attnbook run nbs/{name}.ipynb" in fig["caption"], f"{where}: the caption has no recipe"
                 alt = (fig["alt"] or "").strip()
                 assert alt and "/" not in alt and not alt.endswith(".png"), f"{where}: alt text {alt!r}"
                 assert fig["natural"] > 0 and fig["shown"] > 0, f"{where}: the picture did not load"

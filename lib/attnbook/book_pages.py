@@ -89,11 +89,12 @@ def _output_cell(outputs: list[dict[str, Any]], role: str, metadata: Mapping[str
             "execution_count": None}
 
 
-def split_figures(nb: dict[str, Any]) -> dict[str, Any]:
+def split_figures(nb: dict[str, Any], recipe: str = "") -> dict[str, Any]:
     """Give every declared figure its own cell holding only its picture, with myst-nb's figure options
     (``mystnb.figure``: caption and name → a numbered figure with a ``figcaption``; ``mystnb.image.alt``);
     the cell's other outputs (tables, text) stay around it in order, in output-only cells. myst-nb wraps
-    *every* output of a cell that carries figure options in the figure, hence the split. In place."""
+    *every* output of a cell that carries figure options in the figure, hence the split. ``recipe`` (the
+    ``attnbook run`` command that made the run) ends every caption. In place."""
     cells: list[dict[str, Any]] = []
     for cell in nb["cells"]:
         specs = figure_specs(cell) if cell["cell_type"] == "code" else []
@@ -110,14 +111,15 @@ def split_figures(nb: dict[str, Any]) -> dict[str, Any]:
                     cells.append(_output_cell([], "outputs"))  # what follows a figure: its own cell
                 cells[-1]["outputs"].append(output)
                 continue
-            figure = {"caption": spec["caption"], "name": spec["name"]}
+            caption = f"{spec['caption']} Made by `{recipe}`." if recipe else spec["caption"]
+            figure = {"caption": caption, "name": spec["name"]}
             cells.append(_output_cell([output], FIGURE_ROLE, {"mystnb": {"figure": figure,
                                                                           "image": {"alt": spec["alt"]}}}))
     nb["cells"] = cells
     return nb
 
 
-def clean_notebook(nb: dict[str, Any]) -> dict[str, Any]:
+def clean_notebook(nb: dict[str, Any], recipe: str = "") -> dict[str, Any]:
     """Hide papermill's parameter cells, drop progress bars and path reprs, dash undefined table cells,
     give declared figures their captions and alt texts (:func:`split_figures`); in place, returns ``nb``."""
     for cell in nb["cells"]:
@@ -128,7 +130,7 @@ def clean_notebook(nb: dict[str, Any]) -> dict[str, Any]:
             cell["outputs"] = [o for o in cell.get("outputs", []) if not (is_progress_output(o) or is_path_repr(o))]
             for output in cell["outputs"]:
                 dash_missing(output)
-    return split_figures(nb)
+    return split_figures(nb, recipe)
 
 
 # --- what the book says about a run --------------------------------------------------------------------

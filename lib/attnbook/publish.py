@@ -195,8 +195,8 @@ def stage(staging: Path, *, profile: str, results: Path, notebooks: Iterable[str
             records.append(record)
         status = read_status(run_dir)
         nb = json.loads((run_dir / runs.NOTEBOOK_FILE).read_text())
-        book_pages.clean_notebook(nb)
         params = _read_json(run_dir / runs.PARAMS_FILE) or book_run_params(profile)
+        book_pages.clean_notebook(nb, book_pages.rerun_command(notebook, params))  # each caption ends in its recipe
         book_pages.add_chapter_boxes(
             nb, book_pages.verdict_markdown(chapter, record, status, profile, current),
             book_pages.provenance_markdown(notebook, run_dir.name, record, status, params, current))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
-from real.fixtures import make_cats_vs_dogs, make_celeba, make_cifar100, make_cub, make_stanford_cars
+from real.fixtures import make_cats_vs_dogs, make_celeba, make_cifar100, make_cub, make_stanford_cars, make_tar
 
 from attnbook.data import commands
 from attnbook.data.catalog import dataset_state
@@ -19,21 +18,13 @@ from attnbook.data.real.base import DatasetFormatError, DatasetMissingError
 from attnbook.data.real.cub import CUB200
 
 
-def _tar(source: Path, archive: Path, members: list[str]) -> Path:
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tf:
-        for member in members:
-            tf.add(source / member, arcname=member)
-    return archive
-
-
 @pytest.fixture()
 def cub_archives(tmp_path) -> Path:
     """CUB_200_2011.tgz (with the top-level attributes.txt) and segmentations.tgz, in a nested download folder."""
     make_cub(tmp_path / "build")
     downloads = tmp_path / "downloads"
-    _tar(tmp_path / "build", downloads / "CUB_200_2011.tgz", ["CUB_200_2011", "attributes.txt"])
-    _tar(tmp_path / "build", downloads / "extra" / "segmentations.tgz", ["segmentations"])
+    make_tar(tmp_path / "build", downloads / "CUB_200_2011.tgz", ["CUB_200_2011", "attributes.txt"])
+    make_tar(tmp_path / "build", downloads / "extra" / "segmentations.tgz", ["segmentations"])
     return downloads
 
 
@@ -111,7 +102,7 @@ def test_verify_detects_change_of_recorded_file(tmp_path):
     home = tmp_path / "build" / "stanford_cars"
     downloads = tmp_path / "downloads"
     for folder in ("devkit", "cars_train", "cars_test"):
-        _tar(home, downloads / f"{'car_devkit' if folder == 'devkit' else folder}.tgz", [folder])
+        make_tar(home, downloads / f"{'car_devkit' if folder == 'devkit' else folder}.tgz", [folder])
     shutil.copy(home / "cars_test_annos_withlabels.mat", downloads)
     root = tmp_path / "root"
     assert prepare("stanford_cars", downloads, root, log=lambda _: None).ok

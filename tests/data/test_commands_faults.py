@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import tarfile
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-from real.fixtures import make_celeba, make_cub, write_image
+from real.fixtures import make_celeba, make_cub, make_tar, write_image
 
 from attnbook.data import commands
 from attnbook.data.catalog import get_spec
@@ -24,20 +23,12 @@ from attnbook.data.real.base import DatasetFormatError, DatasetMissingError
 IMAGES = "CUB_200_2011/images/001.Black_footed_Albatross"
 
 
-def _tar(source: Path, archive: Path, members: list[str]) -> Path:
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tf:
-        for member in members:
-            tf.add(source / member, arcname=member)
-    return archive
-
-
 @pytest.fixture()
 def cub_downloads(tmp_path) -> Path:
     make_cub(tmp_path / "build")
     downloads = tmp_path / "downloads"
-    _tar(tmp_path / "build", downloads / "CUB_200_2011.tgz", ["CUB_200_2011", "attributes.txt"])
-    _tar(tmp_path / "build", downloads / "segmentations.tgz", ["segmentations"])
+    make_tar(tmp_path / "build", downloads / "CUB_200_2011.tgz", ["CUB_200_2011", "attributes.txt"])
+    make_tar(tmp_path / "build", downloads / "segmentations.tgz", ["segmentations"])
     return downloads
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import pickle
 import struct
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +386,12 @@ def make_imagenet(root: Path) -> Path:
             for k in range(count):
                 write_image(home / split / wnid / f"{wnid}_{k}.JPEG")
     return home
+
+
+def make_tar(source: Path, archive: Path, members: list[str]) -> Path:
+    """A ``.tgz`` of ``members`` (paths relative to ``source``), as the datasets ship their archives."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tf:
+        for member in members:
+            tf.add(source / member, arcname=member)
+    return archive
