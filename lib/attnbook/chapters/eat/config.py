@@ -44,7 +44,7 @@ class EATConfig(ChapterConfig):
 PROFILES = {
     "smoke": EATConfig(profile="smoke", num_classes=4, train_per_class=10, test_per_class=4, resolution=32,
                        width=8, n_seeds=2, epochs=1, n_explain=8),
-    "cpu": EATConfig(profile="cpu", resolution=48, width=16, head_hidden=16, train_per_class=50, epochs=6, n_seeds=3),
+    "cpu": EATConfig(profile="cpu", resolution=48, width=16, head_hidden=16, train_per_class=50, epochs=6, n_seeds=10),
     "gpu": EATConfig(profile="gpu", needs_gpu=True, num_classes=16, train_per_class=300, test_per_class=50,
                      resolution=128, width=64, n_seeds=10, epochs=30, n_explain=400),
     "paper": EATConfig(profile="paper", needs_gpu=True, datasets=("cub",), num_classes=200, resolution=224,
