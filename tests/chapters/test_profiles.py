@@ -57,7 +57,7 @@ def weights_home(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     folder = home / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     urls = {}
-    for arch in ("efficientnet_b0", "resnet50"):
+    for arch in ("efficientnet_b0", "resnet18", "resnet50"):
         torch.manual_seed(0)
         tmp = folder / f"{arch}.tmp"
         torch.save(getattr(torchvision.models, arch)().state_dict(), tmp)
@@ -150,6 +150,53 @@ def test_testbed_profile_runs_on_cpu(profile, tmp_path):
                     batch_size=8, n_explain=4, lime_images=2, lime_samples=8, lime_grid=2, explorer_images=2)
     record = run_testbed(config, tmp_path / "run")
     assert record["profile"] == profile
+
+
+# --- chapter 1: EAT ---------------------------------------------------------------------------------------
+
+def run_eat(config, run_dir: Path) -> dict:
+    """The calls of nbs/01_eat.ipynb, in order."""
+    from attnbook.chapters.eat import claims, evaluation, figures, pipeline
+    from attnbook.chapters.eat.data import make_data
+
+    check_requirements(config)
+    recorder = runs.start("01_eat", run_dir=run_dir, profile=config.profile, seed=config.seed, config=config,
+                          params={}, device="cpu")
+    task = make_data(config)
+    recorder.numbers({"n_train": len(task.train), "n_test": len(next(iter(task.splits.values()))),
+                      "n_classes": task.num_classes, "n_attributes": len(task.info.attribute_names)}, prefix="data/")
+    models = pipeline.train_all(config, task, recorder.checkpoint_dir)
+    evals = {kind: {s: evaluation.evaluate(config, model, task, s, kind) for s, model in by_seed.items()}
+             for kind, by_seed in models.items()}
+    table = claims.per_seed(evals)
+    majority = evaluation.majority_attribute_accuracy(task)
+    claims.record_numbers(recorder, table, evals, majority)
+    first = pipeline.seeds(config)[0]
+    for split in task.splits:
+        _show(figures.figure_maps(evals, first, split))
+    figures.explorer(evals, first)
+    figures.sentences_table(evals, first, task.info.class_names)
+    claims.record_ablations(recorder, claims.ablation_table(table))
+    claims.record_claims(recorder, table, config, majority)
+    return _finish(recorder, run_dir)
+
+
+@pytest.mark.parametrize("profile", ["gpu", "paper"])
+def test_eat_profile_runs_on_cpu(profile, offline, tmp_path):
+    """gpu: the testbed analog at the gpu profile's code path (ablations included); paper: CUB-200-2011 through
+    its loader (class-level attributes, segmentation masks) on a (stand-in) ImageNet ResNet-18."""
+    from attnbook.chapters.eat.config import PROFILES
+
+    config = shrink(PROFILES[profile], num_classes=4, train_per_class=4, test_per_class=2, resolution=32, epochs=1,
+                    n_seeds=2, n_explain=4, batch_size=4, width=8, head_hidden=8, embed_dim=4, num_workers=0)
+    record = run_eat(config, tmp_path / "run")
+    status = {c["id"]: c["status"] for c in record["claims"]}
+    if profile == "paper":  # CUB's ResNet18 rows measured, the other backbones not run
+        assert all(status[f"eat-{t}-cub-resnet18"] != "not run" for t in ("table2", "table3", "table4"))
+        assert status["eat-table2-cub-resnet50"] == "not run" and "eat-far-conflicting" not in status
+        assert record["metrics"]["data/n_attributes"] == 2 and "accuracy/eat/test" in record["metrics"]
+    else:
+        assert status["eat-far-conflicting"] != "not run" and "ablation/aux/acc_aligned" in record["metrics"]
 
 
 # --- chapter 4: BLA ---------------------------------------------------------------------------------------

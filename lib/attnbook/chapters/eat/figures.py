@@ -11,8 +11,6 @@ from attnbook.viz.plots import map_panel_png, overlay, to_numpy_image
 from attnbook.viz.style import PAGE_WIDTH, house_style
 from attnbook.viz.widgets import image_method_explorer
 
-SPLITS = ("test_aligned", "test_conflicting")
-
 
 @house_style
 def figure_maps(evals: Evals, seed: int, split: str, n: int = 4) -> Figure:
@@ -46,15 +44,17 @@ def sentences_table(evals: Evals, seed: int, class_names: tuple[str, ...]) -> pd
 
 
 def explorer(evals: Evals, seed: int, n: int = 4) -> object:
-    """Widget: the slider walks through objects, each shown bias-aligned then bias-conflicting; the buttons pick
-    the map (base Grad-CAM of the class, EAT's, EAT's top EAR attributes). Every view precomputed (static book)."""
+    """Widget: the slider walks through objects, each shown in every test split (bias-aligned, then
+    bias-conflicting); the buttons pick the map (base Grad-CAM of the class, EAT's, EAT's top EAR attributes).
+    Every view precomputed (static book)."""
     base, eat = evals["base"][seed].examples, evals["eat"][seed].examples
-    k = eat[SPLITS[0]]["maps"].shape[1] - 1
+    splits = list(evals["eat"][seed].accuracy)
+    k = eat[splits[0]]["maps"].shape[1] - 1
     names = ["base: class", "EAT: class"] + [f"EAT: attribute {j + 1}" for j in range(k)]
-    per_split = min(n, *(len(eat[s]["images"]) for s in SPLITS))
+    per_split = min(n, *(len(eat[s]["images"]) for s in splits))
     panels, captions = [], []
     for i in range(per_split):
-        for split in SPLITS:
+        for split in splits:
             image, mask = eat[split]["images"][i], eat[split]["masks"][i]
             maps = [base[split]["maps"][i, 0], eat[split]["maps"][i, 0], *eat[split]["maps"][i, 1:]]
             panels.append([map_panel_png(image, m, name, mask=mask) for m, name in zip(maps, names)])

@@ -1,5 +1,6 @@
-"""Chapter 1's data, models and training: the fine-grained testbed with a habitat bias, a small CNN trunk
-``f_img`` and either the base head (``c = c_p``) or EAT's heads (Eq. 1–7), over several training seeds.
+"""Chapter 1's models and training: a small CNN trunk ``f_img`` (or a torchvision ResNet's stages) and either the
+base head (``c = c_p``), EAT's heads (Eq. 1–7) or an ablation of them, over several training seeds, on the data of
+:mod:`attnbook.chapters.eat.data`.
 
 Chapter: ``nbs/01_eat.ipynb``. Configuration: :mod:`attnbook.chapters.eat.config`.
 """
@@ -13,25 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnbook.chapters.eat.config import MODELS, EATConfig
+from attnbook.chapters.eat.config import ABLATIONS, MODELS, EATConfig
+from attnbook.chapters.eat.data import EATTask
 from attnbook.config import device_for
 from attnbook.data import records as R
-from attnbook.data.synthetic import Benchmark, make_benchmark, spec_for
 from attnbook.methods.eat import EATHead, EATOutput, eat_losses
+from attnbook.models.backbones import build_backbone
 from attnbook.seeding import seed_everything
 from attnbook.train import History, StepOutput, TrainConfig, fit, model_input
-
-
-def make_data(config: EATConfig) -> Benchmark:
-    """The fine-grained benchmark for ``config`` (data seed 0: every training seed sees the same images).
-
-    The ``paper`` profile (CUB-200-2011 with its 312 class attributes) is not implemented yet and stops here."""
-    if config.profile == "paper":
-        raise NotImplementedError("the paper profile (CUB-200-2011, SUN attributes) is not implemented yet; "
-                                  "run the cpu or gpu profile (the testbed analog)")
-    return make_benchmark(spec_for("fine_grained", num_classes=config.num_classes,
-                                   train_per_class=config.train_per_class, test_per_class=config.test_per_class,
-                                   resolution=config.resolution, p_bias=config.p_bias, seed=0))
 
 
 def seeds(config: EATConfig) -> list[int]:
@@ -67,15 +57,45 @@ class EATModel(nn.Module):
         return self.head(self.trunk(images))
 
 
+def head_settings(config: EATConfig, kind: str) -> tuple[str | None, float, float, float]:
+    """``(g_i, λ, η, weight of l_a)`` of a model kind: ``"base"`` is ``c = c_p`` trained with ``l_c`` only;
+    ``"eat"`` is Eq. 1–6 with the config's λ, η and ``g_i``; an ablation (:data:`~.config.ABLATIONS`) changes
+    ``g_i``/λ/η and keeps everything else of ``"eat"``."""
+    if kind == "base":
+        return None, 1.0, 0.0, 0.0
+    if kind == "eat":
+        return config.integrator, config.lam, config.eta, config.attribute_weight
+    if kind in ABLATIONS:
+        integrator, lam, eta = ABLATIONS[kind]
+        return (integrator and config.integrator), lam, eta, config.attribute_weight
+    raise ValueError(f"unknown model {kind!r}; choose one of {MODELS + tuple(ABLATIONS)}")
+
+
+def model_kinds(config: EATConfig) -> tuple[str, ...]:
+    """Every model kind this run trains: base, EAT, then the config's ablations."""
+    return MODELS + tuple(config.ablations)
+
+
 def build_model(config: EATConfig, kind: str, num_classes: int, num_attributes: int) -> EATModel:
-    """``kind="base"``: ``c = c_p`` (no ``g_i``; trained with ``l_c`` only); ``kind="eat"``: Eq. 1–6."""
-    if kind not in MODELS:
-        raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
-    eat = kind == "eat"
-    head = EATHead(4 * config.width, num_classes, num_attributes, embed_dim=config.embed_dim,
-                   hidden=config.head_hidden, integrator=config.integrator if eat else None,
-                   lam=config.lam if eat else 1.0, eta=config.eta, top_k=config.top_k)
-    return EATModel(small_trunk(config.width), head)
+    """The trunk (:func:`small_trunk`, or a torchvision ResNet's stages for ``arch="resnet…"``, ImageNet
+    weights if ``pretrained``) and the head of a model kind (:func:`head_settings`)."""
+    integrator, lam, eta, _ = head_settings(config, kind)
+    if config.arch == "small":
+        trunk, channels = small_trunk(config.width), 4 * config.width
+    else:
+        trunk = build_backbone(config.arch, pretrained=config.pretrained)
+        channels = trunk.out_channels
+    head = EATHead(channels, num_classes, num_attributes, embed_dim=config.embed_dim,
+                   hidden=config.head_hidden, integrator=integrator, lam=lam, eta=eta, top_k=config.top_k)
+    return EATModel(trunk, head)
+
+
+def gradcam_layers(config: EATConfig) -> dict[str, str]:
+    """Where FAR's Grad-CAM is taken: ``block4`` = the trunk's last block (the paper's "last conv layer", the map
+    the heads read), ``block3`` = the block before it (the small CNN: before its pooling; a ResNet: layer3)."""
+    if config.arch == "small":
+        return {"block3": "trunk.10", "block4": "trunk.14"}
+    return {"block3": "trunk.layer3", "block4": "trunk.layer4"}
 
 
 def eat_objective(model: EATModel, batch: Mapping[str, torch.Tensor], attribute_weight: float) -> StepOutput:
@@ -90,25 +110,25 @@ def train_config(config: EATConfig, seed: int) -> TrainConfig:
     """Adam with a cosine schedule, on the device ``config`` asks for."""
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                        weight_decay=config.weight_decay, optimizer="adam", scheduler="cosine", seed=seed,
-                       device=device_for(config))
+                       device=device_for(config), num_workers=config.num_workers)
 
 
-def train(config: EATConfig, bench: Benchmark, kind: str, seed: int, checkpoint_dir: Path | None,
+def train(config: EATConfig, task: EATTask, kind: str, seed: int, checkpoint_dir: Path | None,
           context: Mapping[str, Any] | None = None) -> tuple[EATModel, History]:
-    """Train one model (``"base"`` or ``"eat"``) from scratch with training seed ``seed`` on the biased
+    """Train one model (``"base"``, ``"eat"`` or an ablation) from scratch with training seed ``seed`` on the biased
     training split; checkpoints under ``checkpoint_dir/<kind>-seed<seed>`` resume (same config, data, code)."""
     seed_everything(seed)
-    model = build_model(config, kind, bench.spec.num_classes, len(bench.info.attribute_names))
-    weight = config.attribute_weight if kind == "eat" else 0.0
+    model = build_model(config, kind, task.num_classes, len(task.info.attribute_names))
+    weight = head_settings(config, kind)[3]
     directory = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{kind}-seed{seed}"
-    history = fit(model, bench.train, train_config(config, seed), objective=partial(eat_objective,
+    history = fit(model, task.train, train_config(config, seed), objective=partial(eat_objective,
                   attribute_weight=weight), checkpoint_dir=directory,
-                  context={"config": config, "data_key": bench.spec.key(), "kind": kind, **(context or {})})
+                  context={"config": config, "data_key": task.key, "kind": kind, **(context or {})})
     return model.eval(), history
 
 
-def train_all(config: EATConfig, bench: Benchmark, checkpoint_dir: Path | None,
+def train_all(config: EATConfig, task: EATTask, checkpoint_dir: Path | None,
               context: Mapping[str, Any] | None = None) -> dict[str, dict[int, EATModel]]:
     """Every model × seed of this run: ``{kind: {seed: model}}``."""
-    return {kind: {s: train(config, bench, kind, s, checkpoint_dir, context)[0] for s in seeds(config)}
-            for kind in MODELS}
+    return {kind: {s: train(config, task, kind, s, checkpoint_dir, context)[0] for s in seeds(config)}
+            for kind in model_kinds(config)}

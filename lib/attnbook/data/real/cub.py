@@ -138,6 +138,14 @@ class CUB200(RecordDataset):
         expect_rows(matrix, n_classes, path, self.name, "one row per class")
         return (matrix >= 0.5).astype(np.float64) if mode == "class_binary" else matrix
 
+    @property
+    def class_attribute_matrix(self) -> np.ndarray:
+        """The class-level attributes ``[C, A]`` (modes ``"class"``/``"class_binary"``; EAT's labels ``A``)."""
+        if self.attribute_mode not in ("class", "class_binary"):
+            raise ValueError(f"class-level attributes need attributes='class' or 'class_binary', "
+                             f"this loader has attributes={self.attribute_mode!r}")
+        return self._attributes
+
     def _ground_truth(self, index: int, image: Tensor) -> dict[str, Tensor]:
         out = super()._ground_truth(index, image)
         if self._part_locs is not None:
