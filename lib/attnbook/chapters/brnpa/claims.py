@@ -34,6 +34,9 @@ from attnbook.chapters.brnpa.config import (
     NOT_RUN,
     OBJECT,
     PAPER_TABLE1,
+    PAPER_TABLE4,
+    PAPER_TABLE5,
+    PAPER_TABLE6,
     RESOLUTIONS,
     SYNTHETIC,
     BRNPAConfig,
@@ -178,6 +181,18 @@ def run_setting(config: BRNPAConfig, dataset: str, study: ResolutionStudy) -> st
             f"{seeds} seed(s), {device_for(config)}, {config.profile} profile")
 
 
+def paper_numbers() -> dict[str, float]:
+    """The paper's numbers the prose sets ours beside (Tables 1, 4, 5, 6), under ``paper/…`` glue names."""
+    out = {f"paper/t1/{name}/{kind}": v for name, pair in PAPER_TABLE1.items() for kind, v in zip(("bcnn", "brnpa"),
+                                                                                              pair)}
+    out.update({f"paper/t4/{name}": v for name, v in PAPER_TABLE4.items()})
+    out.update({f"paper/t5/{name}": v for name, v in PAPER_TABLE5.items()})
+    for kind, values in PAPER_TABLE6.items():
+        for what, pair in values.items():
+            out.update({f"paper/t6/{kind}/{what}_{res}": v for res, v in zip(("low", "high"), pair)})
+    return out
+
+
 def ablation_setting(config: BRNPAConfig, dataset: str, ablations: Mapping[str, Sequence[Evaluation]]) -> str:
     """The ledger's *setting* of the ablations (Tables 4/5): high resolution without distillation (§4.3)."""
     evals = ablations["active_refine"]
@@ -222,17 +237,19 @@ def _ablation_claims(recorder: RunRecorder, ablations: Mapping[str, Sequence[Eva
     seeds (same seed = same data order and initial head for every variant: paired)."""
     acc = {name: per_seed(evals, "hits") for name, evals in ablations.items()}
     _seed_claim(recorder, id="brnpa-t4-active", claim="Table 4/7: active selection beats random selection (with "
-                "refinement)", paper_value="0.81 vs 0.53", a=acc["random_refine"], b=acc["active_refine"],
+                "refinement)", paper_value=f"{PAPER_TABLE4['active_refine']} vs {PAPER_TABLE4['random_refine']}",
+                a=acc["random_refine"], b=acc["active_refine"],
                 setting=setting, note="test accuracy active vs random per seed",
                 seeds_parameter="ablation_seeds")
     _seed_claim(recorder, id="brnpa-t4-refine", claim="Table 4/7: refinement beats raw active vectors",
-                paper_value="0.81 vs 0.73", a=acc["active_norefine"], b=acc["active_refine"], setting=setting,
+                paper_value=f"{PAPER_TABLE4['active_refine']} vs {PAPER_TABLE4['active_norefine']}",
+                a=acc["active_norefine"], b=acc["active_refine"], setting=setting,
                 note="test accuracy refine vs none per seed", seeds_parameter="ablation_seeds")
     subset = {s: 100 * np.array([float(h.float().mean()) for h in hits])  # in %, as Table 5
               for s, hits in subset_hits(ablations["active_refine"]).items()}
-    for id, better, worse, value in (("brnpa-t5-rank12", (1,), (2,), "77.3 vs 73.2"),
-                                     ("brnpa-t5-rank23", (2,), (3,), "73.2 vs 56.8"),
-                                     ("brnpa-t5-pairs", (1, 2), (2, 3), "79.1 vs 77.9")):
+    for id, better, worse in (("brnpa-t5-rank12", (1,), (2,)), ("brnpa-t5-rank23", (2,), (3,)),
+                              ("brnpa-t5-pairs", (1, 2), (2, 3))):
+        value = " vs ".join(str(PAPER_TABLE5["_".join(map(str, s))]) for s in (better, worse))
         _seed_claim(recorder, id=id, claim=f"Table 5: vectors {set(better)} classify better than {set(worse)} "
                     "(accuracy falls with the rank)", paper_value=value, a=subset[worse], b=subset[better],
                     setting=setting, note="test accuracy (%) of the detached subset classifiers per seed",
@@ -259,8 +276,8 @@ def _sparsity_claims(recorder: RunRecorder, study: ResolutionStudy, setting: str
                      for r in RESOLUTIONS)
         return f"{KIND_NAMES[kind]} {low:.2f} → {high:.2f}"
 
-    for kind, value in (("bcnn", "11.2 → 19.6 (max/mean, 14×14 → 56×56)"),
-                        ("brnpa", "7.46 → 21.3 (max/mean, 14×14 → 56×56)")):
+    for kind in ("bcnn", "brnpa"):
+        value = "{} → {} (max/mean, 14×14 → 56×56)".format(*PAPER_TABLE6[kind]["sparsity"])
         _seed_claim(recorder, id=f"brnpa-t6-sparsity-{kind}", claim=f"Table 6: distilled high resolution makes "
                     f"{KIND_NAMES[kind]}'s norm-weighted attention sparser, {at_equal_cells}, by more than it "
                     "changes the plain CNN's (GAP)", paper_value=value, a=change("gap"), b=change(kind),
@@ -276,7 +293,8 @@ def _sparsity_claims(recorder: RunRecorder, study: ResolutionStudy, setting: str
                 note="per seed: max/mean of the CNN's norm map at equal cell count, high vs low resolution")
     _seed_claim(recorder, id="brnpa-t6-sparsity-vs-cnn", claim="Table 6 / §4.3: at high resolution (distilled) "
                 "BR-NPA's norm-weighted maps are sparser than the plain CNN's (GAP: the feature norms alone)",
-                paper_value="BR-NPA 21.3 (the CNN's not reported)", a=norm["gap"], b=norm["brnpa"],
+                paper_value=f"BR-NPA {PAPER_TABLE6['brnpa']['sparsity'][1]} (the CNN's not reported)",
+                a=norm["gap"], b=norm["brnpa"],
                 ours=f"normalised BR-NPA {np.nanmean(norm['brnpa']):.3f} vs CNN (GAP) {np.nanmean(norm['gap']):.3f}",
                 setting=setting, note="per seed: normalised sparsity (max/mean − 1) / (h·w − 1) at high resolution, "
                 "BR-NPA vs CNN (same map size)")
@@ -288,13 +306,16 @@ def _resolution_claims(recorder: RunRecorder, config: BRNPAConfig, study: Resolu
     def accuracy(kind: str, resolution: str) -> np.ndarray:  # in %, as Table 6
         return 100 * per_seed(study.of(kind, resolution), "hits")
 
-    for kind, value in (("bcnn", "84.6 vs 82.9"), ("brnpa", "85.5 vs 85.2")):
+    for kind in ("bcnn", "brnpa"):
+        value = "{1} vs {0}".format(*PAPER_TABLE6[kind]["accuracy"])
         _seed_claim(recorder, id=f"brnpa-t6-accuracy-{kind}", claim=f"Table 6: the distilled high-resolution "
                     f"{KIND_NAMES[kind]} is more accurate than its low-resolution teacher", paper_value=value,
                     a=accuracy(kind, "low"), b=accuracy(kind, "high"), setting=setting,
                     note="test accuracy (%) high vs low per seed", digits=1)
     _seed_claim(recorder, id="brnpa-t6-cnn", claim="Table 6: BR-NPA (high res., distilled) is more accurate than "
-                "the plain CNN (GAP, low res.)", paper_value="85.5 vs 84.2", a=accuracy("gap", "low"),
+                "the plain CNN (GAP, low res.)",
+                paper_value=f"{PAPER_TABLE6['brnpa']['accuracy'][1]} vs {PAPER_TABLE6['gap']['accuracy'][0]}",
+                a=accuracy("gap", "low"),
                 b=accuracy("brnpa", "high"), setting=setting, note="test accuracy (%) per seed", digits=1)
     if hierarchy_metrics(study):
         _hierarchy_claims(recorder, config, study, setting)

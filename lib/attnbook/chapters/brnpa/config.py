@@ -48,6 +48,11 @@ CODE_VS_PAPER = ("rules_paper", "rules_norm", "rules_similarity", "rules_code")
 
 # The paper's numbers the ledger sets ours against.
 PAPER_TABLE1 = {"cub": (84.6, 85.5), "fgvc_aircraft": (88.9, 89.6), "stanford_cars": (89.7, 91.7)}  # B-CNN, BR-NPA
+PAPER_TABLE4 = {"random_norefine": 0.21, "random_refine": 0.53, "active_norefine": 0.73, "active_refine": 0.81}
+PAPER_TABLE5 = {"1_2_3": 79.5, "1_2": 79.1, "2_3": 77.9, "1": 77.3, "2": 73.2, "3": 56.8}  # accuracy (%) by subset
+# Table 6 (CUB), low → high resolution (distilled): accuracy (%) and sparsity (max/mean, 14×14 → 56×56 maps).
+PAPER_TABLE6 = {"bcnn": {"accuracy": (82.9, 84.6), "sparsity": (11.2, 19.6)},
+                "brnpa": {"accuracy": (85.2, 85.5), "sparsity": (7.46, 21.3)}, "gap": {"accuracy": (84.2,)}}
 NOT_RUN = {  # claim id → (claim, paper value, why this book does not run it)
     "brnpa-t2-reid": ("Table 2: on Market-1501 with DG-Net, BR-NPA 93.6 (16×8) / 88.2 (64×32) vs B-CNN 78.4",
                       "78.4 / 93.6 / 88.2",
