@@ -8,7 +8,7 @@ PROFILE ?= cpu
 JOBS    ?= 1
 PIP_VERSION := 26.3
 
-.PHONY: setup book test lint lab lock clean
+.PHONY: setup book test lint lab lock clean gpu-check
 
 ## setup: create .venv with the exact versions of requirements/lock.txt, fetch the widget JavaScript
 setup: $(STAMP) .cache/npm/.vendored
@@ -38,6 +38,11 @@ test: setup
 ## lint: the house rules only (ruff; configuration in pyproject.toml)
 lint: setup
 	$(BIN)/ruff check lib tests benchmarks
+
+## gpu-check: on a CUDA machine (≤ 8 min on one H100/H200): every chapter's gpu profile with 1 epoch, ResNet-50
+## training images/s (224 px, AMP, channels_last), each method's step overhead; report in results/gpu-check/
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
 
 ## lab: Jupyter Lab on nbs/ in the same environment
 lab: setup

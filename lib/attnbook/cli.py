@@ -25,7 +25,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", action="append", default=[], metavar="NAME=VALUES",
                    help="a grid axis: seed=0..9 (inclusive range) or method=bl,bla (list); repeatable")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="a fixed parameter")
-    p.add_argument("--jobs", type=int, default=1, help="runs executed at once (default 1)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs executed at once (default 1); with --cluster, runs handed to the cluster at once "
+                        "(default all: the workers decide how many execute)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each run, whatever --jobs is (default $ATTNBOOK_THREADS or "
                         f"{DEFAULT_THREADS}; another count can change the numbers, so it joins the run id)")
@@ -37,6 +39,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="keep a run's training checkpoints after it completes (default: deleted)")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per run")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: results/ or $ATTNBOOK_RESULTS)")
+    p.add_argument("--cluster", default=None, metavar="local:N|tcp://HOST:PORT|slurm",
+                   help="execute the runs on a Dask cluster (pip install -e '.[cluster]'): a LocalCluster of N "
+                        "worker processes, an existing scheduler, or SLURM jobs; results are written here as usual")
+    p.add_argument("--cluster-opt", action="append", default=[], metavar="K=V[,K=V]",
+                   help="cluster options: slurm cores=8,memory=32GB,gpus=1,queue=…,walltime=…,account=…,jobs=N; "
+                        "local memory=…")
+    p.add_argument("--checkpoints", type=Path, default=None, metavar="DIR",
+                   help="with --cluster: training checkpoints under DIR/<notebook>/.checkpoints/, on a file system "
+                        "every worker shares (default: the results folder on a local cluster)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -47,12 +58,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.profile not in PROFILES:
         raise runner.UsageError(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise runner.UsageError(f"--jobs {args.jobs}: give at least 1")
+    if args.cluster is None and (args.cluster_opt or args.checkpoints):
+        raise runner.UsageError("--cluster-opt and --checkpoints go with --cluster (local runs keep checkpoints "
+                                "in results/<notebook>/.checkpoints)")
+    target = None
+    if args.cluster is not None:
+        from attnbook import runner_cluster
+
+        target = runner_cluster.parse_cluster(args.cluster, args.cluster_opt)
     specs = runner.plan(args.notebook, profile=args.profile, grid=args.grid, params=args.param, results=args.results,
                         threads=args.threads)
-    outcomes = runner.run_batch(specs, jobs=args.jobs, force=args.force, keep_stale=args.keep_stale,
-                                keep_checkpoints=args.keep_checkpoints, timeout=args.timeout)
+    options = {"force": args.force, "keep_stale": args.keep_stale, "keep_checkpoints": args.keep_checkpoints,
+               "timeout": args.timeout}
+    if target is None:
+        outcomes = runner.run_batch(specs, jobs=args.jobs or 1, **options)
+    else:
+        outcomes = runner_cluster.run_batch(specs, target, checkpoints=args.checkpoints, jobs=args.jobs, **options)
     print(tabulate(runner.summary_rows(outcomes), headers="keys", tablefmt="simple"))
     failed = [o for o in outcomes if o.status == "failed"]
     skipped = sum(o.status == "skipped" for o in outcomes)

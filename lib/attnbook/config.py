@@ -59,6 +59,8 @@ class ChapterConfig:
     device: str = param("auto", choices=("auto", "cpu", "cuda"), help="where to train")
     needs_gpu: bool = param(False, help="the profile refuses to run without CUDA")
     datasets: tuple[str, ...] = param((), help="real datasets the profile reads (see `attnbook data status`)")
+    devices: int = param(1, minimum=0, help="processes one training run uses: 1, N (DistributedDataParallel) "
+                                            "or 0 = every visible GPU")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -16,6 +16,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def training_processes(devices: int) -> int:
+    """How many processes one training run uses (``TrainConfig.devices``): ``devices`` itself, or for ``0``
+    every visible CUDA GPU (1 without CUDA: the single-process path)."""
+    if devices < 0:
+        raise ValueError(f"devices must be ≥ 0 (0 = every visible GPU), got {devices}")
+    return devices or max(1, torch.cuda.device_count())
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``; ``None`` = full fp32."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):

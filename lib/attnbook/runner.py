@@ -8,21 +8,29 @@ run, recorded by another code version, is rerun unless ``keep_stale``), executes
 subprocesses, and keeps a failing run's executed notebook (with the error) while the batch goes on.
 
 Faults: one lock per run (a second process reports it as already running), leftovers of dead
-processes are cleaned, killing the batch kills its runs (:mod:`attnbook.runner_procs`), and a run's
-training checkpoints are deleted once it completes unless ``keep_checkpoints``. Every run gets the
-same fixed number of CPU threads whatever ``jobs`` is (``$ATTNBOOK_THREADS``, recorded in metrics.json).
+processes are cleaned, killing the batch kills its runs (:mod:`attnbook.runner_procs`), a kernel that
+cannot bind its ports at start-up ("Address already in use", several kernels starting at once) is
+restarted (:func:`with_kernel_retries`), and a run's training checkpoints are deleted once it completes
+unless ``keep_checkpoints``. Every run gets the same fixed number of CPU threads whatever ``jobs`` is
+(``$ATTNBOOK_THREADS``, recorded in metrics.json).
+
+Where papermill executes is a :class:`Backend`: this host (:data:`LOCAL`, subprocesses) or a Dask
+cluster (:class:`attnbook.runner_cluster.ClusterBackend`); locks, decisions and the results folder
+stay with this process either way.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import random
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from attnbook import runner_procs as procs
 from attnbook import runner_store as store
@@ -35,6 +43,8 @@ from attnbook.runner_store import is_complete, run_state  # noqa: F401 (re-expor
 
 PAPERMILL_PARAMS = ".papermill-params.json"
 STDERR_FILE = "papermill.stderr.txt"
+KERNEL_RACE = "Address already in use"  # a kernel lost the race for its ZMQ ports to another starting kernel
+KERNEL_START_ATTEMPTS = 3
 
 
 class UsageError(ValueError):
@@ -240,6 +250,67 @@ def _papermill(cmd: Sequence[str], env: Mapping[str, str], timeout: float | None
     return procs.run(cmd, env=env, timeout=timeout)
 
 
+def papermill_command(notebook: Path, work: Path, *, log_output: bool = False) -> list[str]:
+    """The papermill command line executing ``notebook`` into ``work`` with ``work``'s parameters file."""
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(work / runs.NOTEBOOK_FILE),
+           "-f", str(work / PAPERMILL_PARAMS), "--cwd", str(notebook.parent), "--kernel", "python3",
+           "--no-progress-bar"]
+    return cmd + ["--log-output"] if log_output else cmd
+
+
+def kernel_start_race(code: int, stderr: str, output: Path) -> bool:
+    """Whether papermill failed only because its kernel could not bind its ports ("Address already in
+    use": several kernels picked the same free port at once) before any cell ran — not the notebook's fault."""
+    if code == 0 or KERNEL_RACE not in stderr:
+        return False
+    try:
+        cells = json.loads(Path(output).read_text()).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return True  # no readable output notebook: nothing was executed
+    return not any(cell.get("execution_count") for cell in cells if isinstance(cell, dict))
+
+
+def with_kernel_retries(call: Callable[[], tuple[int, str]], output: Path,
+                        attempts: int = KERNEL_START_ATTEMPTS) -> tuple[int, str]:
+    """``call()`` (a papermill run writing ``output``), repeated after a random pause while it fails on a
+    kernel start-up race (:func:`kernel_start_race`), at most ``attempts`` times; the last (code, stderr)."""
+    for attempt in range(1, attempts + 1):
+        code, stderr = call()
+        if attempt == attempts or not kernel_start_race(code, stderr, output):
+            return code, stderr
+        time.sleep(random.uniform(0.2, 1.0) * attempt)  # de-synchronise the kernels that collided
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Backend(Protocol):
+    """Where a run's papermill executes. ``papermill`` leaves the executed notebook and the run's files
+    in ``work`` and returns (exit code, stderr), raising :class:`attnbook.runner_procs.Interrupted` when
+    the batch stops; ``delete_checkpoints`` removes a run's training checkpoints (whether there were any)."""
+
+    def papermill(self, spec: RunSpec, work: Path, timeout: float | None, log_output: bool) -> tuple[int, str]:
+        """Execute ``spec``'s notebook with ``work``'s parameters into ``work``."""
+
+    def delete_checkpoints(self, spec: RunSpec) -> bool:
+        """Remove ``spec``'s training checkpoints."""
+
+
+class LocalBackend:
+    """papermill in a subprocess of this host (its own process group, killed with the batch)."""
+
+    def papermill(self, spec: RunSpec, work: Path, timeout: float | None, log_output: bool) -> tuple[int, str]:
+        """Execute in a subprocess, retrying kernel start-up races."""
+        cmd = papermill_command(spec.notebook, work, log_output=log_output)
+        return with_kernel_retries(lambda: _papermill(cmd, _kernel_env(spec.threads), timeout),
+                                   work / runs.NOTEBOOK_FILE)
+
+    def delete_checkpoints(self, spec: RunSpec) -> bool:
+        """Remove ``results/<notebook>/.checkpoints/<run-id>``."""
+        return store.delete_checkpoints(spec.checkpoint_dir)
+
+
+LOCAL = LocalBackend()
+
+
 def _skipped(spec: RunSpec, note: str) -> Outcome:
     try:
         metrics = runs.read_record(spec.run_dir)["metrics"]
@@ -255,7 +326,7 @@ def _not_started(spec: RunSpec, err: OSError) -> Outcome:
 
 
 def execute(spec: RunSpec, *, timeout: float | None = None, log_output: bool = False, fresh: bool = False,
-            keep_stale: bool = False, keep_checkpoints: bool = False) -> Outcome:
+            keep_stale: bool = False, keep_checkpoints: bool = False, backend: Backend | None = None) -> Outcome:
     """Execute one run in a fresh kernel; the executed notebook and results land in ``spec.run_dir``.
 
     Holds the run's lock throughout (held elsewhere → ``skipped``, "already running") and decides again
@@ -263,7 +334,8 @@ def execute(spec: RunSpec, *, timeout: float | None = None, log_output: bool = F
     checkpoints first; a completed run's checkpoints are deleted unless ``keep_checkpoints``; a run that
     failed on a corrupt checkpoint, or one of another configuration or code version, has its checkpoints
     deleted, so the next attempt retrains instead of failing again.
-    A run whose folder cannot be created fails alone."""
+    A run whose folder cannot be created fails alone. ``backend``: where papermill runs (default :data:`LOCAL`)."""
+    backend = backend or LOCAL
     lock = store.RunLock(spec.run_dir)
     try:
         spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -277,7 +349,7 @@ def execute(spec: RunSpec, *, timeout: float | None = None, log_output: bool = F
         if not go:
             return _skipped(spec, note or "completed meanwhile")
         if fresh:
-            store.delete_checkpoints(spec.checkpoint_dir)
+            backend.delete_checkpoints(spec)
         work = store.work_dir(spec.run_dir)
         try:
             work.mkdir()
@@ -286,22 +358,18 @@ def execute(spec: RunSpec, *, timeout: float | None = None, log_output: bool = F
         except OSError as err:
             shutil.rmtree(work, ignore_errors=True)
             return _not_started(spec, err)
-        outcome = _execute_in(spec, work, timeout=timeout, log_output=log_output)
+        outcome = _execute_in(spec, work, timeout=timeout, log_output=log_output, backend=backend)
         outcome.note = outcome.note or note
         if outcome.status == "complete" and not keep_checkpoints:
-            store.delete_checkpoints(spec.checkpoint_dir)
+            backend.delete_checkpoints(spec)
         return outcome
 
 
-def _execute_in(spec: RunSpec, work: Path, *, timeout: float | None, log_output: bool) -> Outcome:
-    cmd = [sys.executable, "-m", "papermill", str(spec.notebook), str(work / runs.NOTEBOOK_FILE),
-           "-f", str(work / PAPERMILL_PARAMS), "--cwd", str(spec.notebook.parent), "--kernel", "python3",
-           "--no-progress-bar"]
-    if log_output:
-        cmd.append("--log-output")
+def _execute_in(spec: RunSpec, work: Path, *, timeout: float | None, log_output: bool,
+                backend: Backend = LOCAL) -> Outcome:
     t0 = time.perf_counter()
     try:
-        code, stderr = _papermill(cmd, _kernel_env(spec.threads), timeout)
+        code, stderr = backend.papermill(spec, work, timeout, log_output)
     except procs.Interrupted:
         code, stderr = -1, ""
     seconds = time.perf_counter() - t0
@@ -323,7 +391,7 @@ def _execute_in(spec: RunSpec, work: Path, *, timeout: float | None, log_output:
     else:
         error = _last_error(stderr, spec.notebook)
         refused = any(name in stderr for name in ("CheckpointCorruptError", "CheckpointMismatchError"))
-        if refused and store.delete_checkpoints(spec.checkpoint_dir):  # it can never be resumed: don't fail forever
+        if refused and backend.delete_checkpoints(spec):  # it can never be resumed: don't fail forever
             error += " [the runner deleted it: run again to retrain from scratch]"
     status = {"status": "complete" if code == 0 else "failed", "returncode": code, "seconds": round(seconds, 2),
               "error": error, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": spec.run_id,
@@ -352,10 +420,13 @@ def distinct_specs(specs: Sequence[RunSpec]) -> list[RunSpec]:
 
 
 def run_batch(specs: Sequence[RunSpec], *, jobs: int = 1, force: bool = False, keep_stale: bool = False,
-              keep_checkpoints: bool = False, timeout: float | None = None, progress: bool = True) -> list[Outcome]:
+              keep_checkpoints: bool = False, timeout: float | None = None, progress: bool = True,
+              backend: Backend | None = None) -> list[Outcome]:
     """Execute specs ``jobs`` at a time (one outcome per distinct run, in order). Complete runs are
     skipped unless ``force``; stale ones rerun unless ``keep_stale``; each run gets ``spec.threads``
-    CPU threads whatever ``jobs`` is. Interrupting the batch (Ctrl-C, SIGTERM) kills every run."""
+    CPU threads whatever ``jobs`` is. Interrupting the batch (Ctrl-C, SIGTERM) kills every run.
+    ``backend`` (default: this host) executes the notebooks; a cluster's own scheduler then decides how
+    many run at once, and ``jobs`` only bounds how many runs this process hands out at a time."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
@@ -372,7 +443,8 @@ def run_batch(specs: Sequence[RunSpec], *, jobs: int = 1, force: bool = False, k
         else:
             outcomes.append(_skipped(spec, note))
     bar = tqdm(total=len(unique), initial=len(outcomes), desc="runs", unit="run", disable=not progress)
-    options = {"timeout": timeout, "fresh": force, "keep_stale": keep_stale, "keep_checkpoints": keep_checkpoints}
+    options = {"timeout": timeout, "fresh": force, "keep_stale": keep_stale, "keep_checkpoints": keep_checkpoints,
+               "backend": backend}
     with procs.killed_on_exit():
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         try:
@@ -385,6 +457,8 @@ def run_batch(specs: Sequence[RunSpec], *, jobs: int = 1, force: bool = False, k
                 bar.set_postfix(last=outcome.status, refresh=False)
         except BaseException:
             procs.terminate_all()  # before waiting on the workers: their papermill children must die first
+            if hasattr(backend, "stop"):
+                backend.stop()  # a cluster's runs: cancelled, their papermill killed on the workers
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()

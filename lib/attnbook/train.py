@@ -16,6 +16,10 @@ optimizer, scheduler, grad scaler and global RNG states, so a killed run resumed
 Mixed precision (``amp``): ``"auto"`` autocasts on CUDA only — bf16 where supported (no grad
 scaler), otherwise fp16 with a ``GradScaler``; on CPU it trains in fp32. ``"bf16"`` also works on
 CPU (faster on CPUs with AVX512-BF16); ``"off"`` disables autocast.
+
+Several devices (``devices=N`` > 1, or a process started by ``torchrun``): :func:`fit` hands over to
+:func:`attnbook.distributed.fit` — DistributedDataParallel over N processes it spawns, the same global
+batches as one process, rank-0 checkpoints that any world size resumes. ``devices=1`` is this module alone.
 """
 from __future__ import annotations
 
@@ -55,7 +59,8 @@ _CHOICES = {
     "amp": ("auto", "off", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
 }
-_NOT_FINGERPRINTED = ("progress",)  # config fields that cannot change the results
+_NOT_FINGERPRINTED = ("progress", "devices")  # config fields that cannot change the results (or: any world
+# size resumes a checkpoint; the global batch is ``batch_size`` whatever ``devices`` is)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,9 @@ class TrainConfig:
 
     ``momentum`` is SGD's; ``milestones`` (epochs) and ``gamma`` belong to ``scheduler="step"``; the
     cosine schedule anneals to 0 over ``epochs``; both step once per epoch. ``grad_clip`` is a max
-    gradient L2 norm.
+    gradient L2 norm. ``devices`` > 1 trains with DistributedDataParallel on that many processes (GPUs
+    with NCCL, else CPU processes with gloo; :mod:`attnbook.distributed`), ``batch_size`` staying the
+    global batch; ``sync_batchnorm`` synchronises batch-norm statistics across them (CUDA only).
     """
 
     epochs: int = 10
@@ -84,13 +91,15 @@ class TrainConfig:
     num_workers: int = 0
     drop_last: bool = False
     progress: bool | None = None  # None: on, unless $ATTNBOOK_PROGRESS=0 (set by `attnbook run`)
+    devices: int = 1
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(self.milestones))
         for name, valid in _CHOICES.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} is not one of {valid}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "devices"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
         if self.lr <= 0 or (self.grad_clip is not None and self.grad_clip <= 0):
@@ -321,7 +330,16 @@ def fit(
     Another run's checkpoint raises :class:`~attnbook.checkpoints.CheckpointMismatchError`, a damaged
     one :class:`~attnbook.checkpoints.CheckpointCorruptError`. ``trainable`` restricts or groups what
     the optimizer updates (default: all parameters with ``requires_grad``).
+
+    ``config.devices`` > 1 (or a ``torchrun`` launch): :func:`attnbook.distributed.fit` spawns the
+    processes, trains with DistributedDataParallel and loads the result into ``model``; ``objective``,
+    the datasets and ``trainable`` are then pickled to the processes (module-level functions and classes).
     """
+    from attnbook import distributed
+
+    if config.devices > 1 or distributed.torchrun_world() > 1:
+        return distributed.fit(model, train_data, config, objective=objective, eval_data=eval_data,
+                               checkpoint_dir=checkpoint_dir, context=context, trainable=trainable)
     seed_everything(config.seed)
     trainer = _Trainer.create(model, config, objective, trainable)
     current = fingerprint(model, config, context)

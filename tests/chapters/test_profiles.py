@@ -181,14 +181,27 @@ def run_eat(config, run_dir: Path) -> dict:
     return _finish(recorder, run_dir)
 
 
+EAT_TINY = dict(num_classes=4, train_per_class=4, test_per_class=2, resolution=32, epochs=1, n_seeds=2, n_explain=4,
+                batch_size=4, width=8, head_hidden=8, embed_dim=4, num_workers=0)
+
+
+def test_eat_gpu_profile_trains_with_two_processes(tmp_path):
+    """``devices=2`` (what ``devices=0`` resolves to on a 2-GPU machine): every model of the run trained with
+    DistributedDataParallel over 2 CPU processes (gloo), then evaluated and ledgered as with one."""
+    from attnbook.chapters.eat.config import PROFILES
+
+    config = shrink(PROFILES["gpu"], **{**EAT_TINY, "devices": 2, "ablations": ()})
+    record = run_eat(config, tmp_path / "run")
+    assert record["config"]["devices"] == 2 and "accuracy/eat/test_aligned" in record["metrics"]
+
+
 @pytest.mark.parametrize("profile", ["gpu", "paper"])
 def test_eat_profile_runs_on_cpu(profile, offline, tmp_path):
     """gpu: the testbed analog at the gpu profile's code path (ablations included); paper: CUB-200-2011 through
     its loader (class-level attributes, segmentation masks) on a (stand-in) ImageNet ResNet-18."""
     from attnbook.chapters.eat.config import PROFILES
 
-    config = shrink(PROFILES[profile], num_classes=4, train_per_class=4, test_per_class=2, resolution=32, epochs=1,
-                    n_seeds=2, n_explain=4, batch_size=4, width=8, head_hidden=8, embed_dim=4, num_workers=0)
+    config = shrink(PROFILES[profile], **EAT_TINY)
     record = run_eat(config, tmp_path / "run")
     status = {c["id"]: c["status"] for c in record["claims"]}
     if profile == "paper":  # CUB's ResNet18 rows measured, the other backbones not run

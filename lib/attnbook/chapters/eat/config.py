@@ -54,11 +54,11 @@ PROFILES = {
                        width=8, n_seeds=2, epochs=1, n_explain=8, ablations=("aux",)),
     "cpu": EATConfig(profile="cpu", resolution=48, width=16, head_hidden=16, train_per_class=50, epochs=6, n_seeds=10,
                      ablations=tuple(ABLATIONS)),
-    "gpu": EATConfig(profile="gpu", needs_gpu=True, num_classes=16, train_per_class=300, test_per_class=50,
+    "gpu": EATConfig(profile="gpu", needs_gpu=True, devices=0, num_classes=16, train_per_class=300, test_per_class=50,
                      resolution=128, width=64, n_seeds=10, epochs=30, n_explain=400, ablations=tuple(ABLATIONS)),
     # CUB-200-2011 with an ImageNet ResNet-18 (Table II–IV's ResNet18 rows); 224 px and the fine-tuning schedule
     # are this book's choices (the paper gives neither).
-    "paper": EATConfig(profile="paper", needs_gpu=True, datasets=("cub",), num_classes=200, resolution=224,
+    "paper": EATConfig(profile="paper", needs_gpu=True, devices=0, datasets=("cub",), num_classes=200, resolution=224,
                        arch="resnet18", pretrained=True, head_hidden=256, embed_dim=32, n_seeds=3, epochs=30,
                        batch_size=32, lr=1e-4, num_workers=8, n_explain=1000),
 }

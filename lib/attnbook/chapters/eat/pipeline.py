@@ -18,6 +18,7 @@ from attnbook.chapters.eat.config import ABLATIONS, MODELS, EATConfig
 from attnbook.chapters.eat.data import EATTask
 from attnbook.config import device_for
 from attnbook.data import records as R
+from attnbook.devices import training_processes
 from attnbook.methods.eat import EATHead, EATOutput, eat_losses
 from attnbook.models.backbones import build_backbone
 from attnbook.seeding import seed_everything
@@ -110,7 +111,8 @@ def train_config(config: EATConfig, seed: int) -> TrainConfig:
     """Adam with a cosine schedule, on the device ``config`` asks for."""
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                        weight_decay=config.weight_decay, optimizer="adam", scheduler="cosine", seed=seed,
-                       device=device_for(config), num_workers=config.num_workers)
+                       device=device_for(config), num_workers=config.num_workers,
+                       devices=training_processes(config.devices))
 
 
 def train(config: EATConfig, task: EATTask, kind: str, seed: int, checkpoint_dir: Path | None,

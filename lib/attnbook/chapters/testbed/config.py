@@ -50,11 +50,12 @@ PROFILES = {
     "smoke": TestbedConfig(profile="smoke", num_classes=4, train_per_class=12, test_per_class=4, resolution=64,
                            epochs=1, n_explain=8, lime_images=4, lime_samples=24, lime_grid=4, explorer_images=4),
     "cpu": TestbedConfig(profile="cpu"),
-    "gpu": TestbedConfig(profile="gpu", needs_gpu=True, num_classes=16, train_per_class=300, test_per_class=50,
-                         resolution=224, epochs=30, n_explain=200, lime_images=100, lime_samples=1000, lime_grid=7),
+    "gpu": TestbedConfig(profile="gpu", needs_gpu=True, devices=0, num_classes=16, train_per_class=300,
+                         test_per_class=50, resolution=224, epochs=30, n_explain=200, lime_images=100,
+                         lime_samples=1000, lime_grid=7),
     # The testbed has no paper of its own: `paper` is the GPU benchmark at the papers' 448 px.
-    "paper": TestbedConfig(profile="paper", needs_gpu=True, num_classes=20, train_per_class=300, test_per_class=50,
-                           resolution=448, epochs=30, batch_size=16, n_explain=200, lime_images=100,
+    "paper": TestbedConfig(profile="paper", needs_gpu=True, devices=0, num_classes=20, train_per_class=300,
+                           test_per_class=50, resolution=448, epochs=30, batch_size=16, n_explain=200, lime_images=100,
                            lime_samples=1000, lime_grid=7),
 }
 

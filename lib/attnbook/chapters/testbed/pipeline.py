@@ -18,6 +18,7 @@ from attnbook.chapters.testbed.config import SPLITS, TestbedConfig
 from attnbook.config import device_for
 from attnbook.data import records as R
 from attnbook.data.synthetic import Benchmark, make_benchmark, spec_for
+from attnbook.devices import training_processes
 from attnbook.explain import explain
 from attnbook.models.backbones import Classifier, build_classifier
 from attnbook.seeding import seed_everything
@@ -35,7 +36,7 @@ def train_config(config: TestbedConfig) -> TrainConfig:
     """The baseline's :class:`TrainConfig`: Adam with a cosine schedule, on the device ``config`` asks for."""
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                        weight_decay=config.weight_decay, optimizer="adam", scheduler="cosine", seed=config.seed,
-                       device=device_for(config))
+                       device=device_for(config), devices=training_processes(config.devices))
 
 
 def checkpoint_context(config: TestbedConfig, bench: Benchmark, context: Mapping[str, Any] | None = None) -> dict:
