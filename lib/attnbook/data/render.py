@@ -213,11 +213,13 @@ def part_gauge(grid: Grid, ox: Tensor, oy: Tensor, layout: PartLayout, shape: Te
 
 
 def draw_object(canvas: Tensor, grid: Grid, pose: Pose, look: Look,
-                parts: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+                parts: tuple[str, ...], keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Paint one object per image onto ``canvas`` ``[B, 3, H, W]`` (in place), parts in z order.
 
     Returns each part's *visible* mask ``[B, P, H, W]`` (inside the part and not covered by a part
-    drawn later; disjoint) and their union, the object's foreground ``[B, H, W]``.
+    drawn later; disjoint) and their union, the object's foreground ``[B, H, W]``. ``keep``
+    ``[B, P]`` bool (interventions, ``attnbook.data.interventions``) leaves out the parts it marks
+    False: they are not drawn and their masks are empty, so what they covered shows through.
     """
     ox, oy = pose.object_axes()
     stripes, dots = pattern_fields(grid, ox, oy)
@@ -227,9 +229,10 @@ def draw_object(canvas: Tensor, grid: Grid, pose: Pose, look: Look,
     for k in order:
         layout = PART_LAYOUT[parts[k]]
         gauge = part_gauge(grid, ox, oy, layout, look.shape[:, k])
-        masks[k] = (gauge <= 1) & present
+        shown = present if keep is None else present & keep[:, k, None, None]  # x·1.0 is exact: same bits
+        masks[k] = (gauge <= 1) & shown
         edge_px = (min(layout.axes) * pose.scale)[:, None, None]  # px per gauge unit (minor axis)
-        alpha = ((1 - gauge) * edge_px + 0.5).clamp_(0, 1).mul_(present.float())  # ~1 px soft border
+        alpha = ((1 - gauge) * edge_px + 0.5).clamp_(0, 1).mul_(shown.float())  # ~1 px soft border
         pattern = look.pattern[:, k, None, None]
         strength = torch.where(pattern == PATTERNS.index("solid"), 0.0, PATTERN_STRENGTH)
         ink_amount = torch.where(pattern == PATTERNS.index("stripes"), stripes, dots).mul_(strength)

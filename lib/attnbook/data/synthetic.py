@@ -178,8 +178,13 @@ class _Design:
     rgb: Tensor  # [n_colors, 3]
     ink: Tensor  # [n_colors, 3]
 
-    def look(self, classes: Tensor, brightness: Tensor) -> Look:  # classes [B], brightness [B, P]
-        values = self.table.values[classes]  # [B, P, G]
+    def look(self, classes: Tensor, brightness: Tensor, part_classes: Tensor | None = None) -> Look:
+        """Appearance of ``classes`` [B] under ``brightness`` [B, P]; ``part_classes`` [B, P] (interventions)
+        draws part k of image b as class ``part_classes[b, k]`` draws it."""
+        if part_classes is None:
+            values = self.table.values[classes]  # [B, P, G]
+        else:
+            values = self.table.values[part_classes, torch.arange(part_classes.shape[1])]  # [B, P, G]
         color = (self.rgb[values[..., 0]] * brightness[..., None]).clamp_(0, 1)
         return Look(color=color, ink=self.ink[values[..., 0]], pattern=values[..., 1], shape=values[..., 2])
 
@@ -221,16 +226,23 @@ def _sample_chunk(spec: BenchmarkSpec, design: _Design, split: str, chunk: int) 
         classes, cells = (index % spec.num_classes)[:, None], torch.zeros(n, 1, dtype=torch.long)
         present = torch.ones(n, 1, dtype=torch.bool)
         habitat, aligned = _single_habitat(spec, design, split, classes[:, 0], u_bias)
-    angle = design.habitats.angle[habitat] + (2 * u_background[:, 0] - 1) * 0.15
     return {
         "index": index, "classes": classes, "present": present,
         **_poses(spec, u_pose, cells),
         "brightness": 0.88 + 0.24 * u_light,
         "habitat": habitat, "bias_aligned": aligned,
-        "bg_cos": torch.cos(angle), "bg_sin": torch.sin(angle),
-        "bg_period": design.habitats.period[habitat] * spec.resolution, "bg_phase": u_background[:, 1:],
+        **background_params(design, habitat, u_background[:, 0], spec.resolution),
+        "bg_jitter": u_background[:, 0], "bg_phase": u_background[:, 1:],
         "noise_seed": noise_seed,
     }
+
+
+def background_params(design: _Design, habitat: Tensor, jitter: Tensor, resolution: int) -> dict[str, Tensor]:
+    """The grating of ``habitat`` [n] turned by ``jitter`` [n] in [0, 1) (±0.15 rad). Call it on whole
+    128-index chunks: ``cos``/``sin`` then see the same vector lengths as the generator (same bits)."""
+    angle = design.habitats.angle[habitat] + (2 * jitter - 1) * 0.15
+    return {"bg_cos": torch.cos(angle), "bg_sin": torch.sin(angle),
+            "bg_period": design.habitats.period[habitat] * resolution}
 
 
 def _poses(spec: BenchmarkSpec, u: Tensor, cells: Tensor) -> dict[str, Tensor]:
@@ -297,11 +309,13 @@ def _render(spec: BenchmarkSpec, design: _Design, scene: dict[str, Tensor]) -> d
     canvas = paint_texture(grid, design.habitats.tint[habitat], scene["bg_cos"], scene["bg_sin"],
                            scene["bg_period"], scene["bg_phase"])  # [B, 3, H, W]
     part_masks = mask = None
+    keep, donor = scene.get("keep"), scene.get("donor")  # [B, S, P]: only in attnbook.data.interventions
     for s in range(scene["classes"].shape[1]):
         pose = Pose(**{k: scene[k][:, s] for k in ("cx", "cy", "scale", "cos", "sin", "flip")},
                     present=scene["present"][:, s])
-        look = design.look(scene["classes"][:, s], scene["brightness"][:, s])
-        drawn, foreground = draw_object(canvas, grid, pose, look, spec.parts)  # [B, P, H, W], [B, H, W]
+        look = design.look(scene["classes"][:, s], scene["brightness"][:, s], None if donor is None else donor[:, s])
+        drawn, foreground = draw_object(canvas, grid, pose, look, spec.parts,  # [B, P, H, W], [B, H, W]
+                                        None if keep is None else keep[:, s])
         if part_masks is None:
             part_masks, mask = drawn, foreground
         else:  # later objects cover earlier ones
