@@ -8,6 +8,8 @@ from attnbook.methods.base import Attention, AttentionModel, check_features
 from attnbook.methods.bcnn import BCNNHead
 from attnbook.methods.bla import BLA_VARIANTS, build_head
 from attnbook.methods.brnpa import BRNPAHead
+from attnbook.methods.eat import EATHead
+from attnbook.methods.region_grouping import RegionGroupingHead
 from attnbook.models.heads import GAPHead
 
 C, K = 6, 3
@@ -21,6 +23,8 @@ def _heads() -> dict[str, torch.nn.Module]:
     heads["l2x_f"] = build_head("l2x_f", C, K, k=3)
     heads["brnpa"] = BRNPAHead(C, K, n_maps=3)
     heads["bcnn"] = BCNNHead(C, K, n_maps=2)
+    heads["eat"] = EATHead(C, K, num_attributes=5, top_k=2)
+    heads["region_grouping"] = RegionGroupingHead(C, K, num_parts=3)
     return heads
 
 

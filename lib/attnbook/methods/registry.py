@@ -14,6 +14,7 @@ from attnbook.methods.bcnn import BCNNHead
 from attnbook.methods.bla import BLA_VARIANTS
 from attnbook.methods.brnpa import BRNPAHead
 from attnbook.methods.eat import EATHead
+from attnbook.methods.region_grouping import RegionGroupingHead
 from attnbook.models.heads import GAPHead
 
 HEADS: dict[str, Callable[..., nn.Module]] = {
@@ -22,6 +23,9 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "bcnn": BCNNHead,  # B-CNN as BR-NPA §4.1 describes it (materialised product)
     "bcnn_einsum": partial(BCNNHead, materialize=False),  # the same maths by one contraction
     "eat": EATHead,  # EAT Eq. 1-6 (options: num_attributes, lam, eta, integrator, …); maps = Grad-CAM
+    # Region Grouping Eq. 1-4 (options: num_parts, assignment, attention, alpha, beta); maps = the K assignment
+    # maps, Q^T a in extras["attribution"]
+    "region_grouping": RegionGroupingHead,
     **{name: factory for name, factory in BLA_VARIANTS.items() if name != "bl"},  # "bl" is "gap"
 }
 
