@@ -114,15 +114,16 @@ ABLATION_METRICS = {"acc_test_aligned": "accuracy, bias-aligned", "acc_test_conf
 
 
 def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Each ablation minus the default EAT, paired over seeds: mean difference, 95 % CI and paired t p-value per
-    metric (:data:`ABLATION_METRICS`). Empty when the run trained no ablation."""
+    """Each ablation minus the default EAT on the seeds the ablation trained on, paired: mean difference, 95 % CI
+    and paired t p-value per metric (:data:`ABLATION_METRICS`). Empty when the run trained no ablation."""
     eat = table[table.model == "eat"].set_index("seed")
     rows = []
     for kind in [k for k in ABLATIONS if k in set(table.model)]:
-        other = table[table.model == kind].set_index("seed").loc[eat.index]
+        other = table[table.model == kind].set_index("seed")
+        paired_eat = eat.loc[other.index]  # the ablations train on the first seeds only
         for column, label in ABLATION_METRICS.items():
-            ev = stats.paired(eat[column].to_numpy(), other[column].to_numpy(), unit="seeds")
-            rows.append({"variant": kind, "metric": label, "EAT": eat[column].mean(),
+            ev = stats.paired(paired_eat[column].to_numpy(), other[column].to_numpy(), unit="seeds")
+            rows.append({"variant": kind, "metric": label, "EAT": paired_eat[column].mean(),
                          "variant mean": other[column].mean(), "difference": ev.effect, "CI low": ev.ci[0],
                          "CI high": ev.ci[1], "p": ev.p_value,
                          "seeds": ev.n})
@@ -134,6 +135,7 @@ def record_ablations(recorder: RunRecorder, ablations: pd.DataFrame) -> None:
     if ablations.empty:
         return
     recorder.table("ablations", ablations)
+    recorder.number("ablation/seeds", int(ablations.seeds.min()))
     for row in ablations.itertuples():
         key = {"accuracy, bias-aligned": "acc_aligned", "accuracy, bias-conflicting": "acc_conflicting",
                "FAR (ratio of means), bias-aligned": "far_aligned",

@@ -131,6 +131,8 @@ def train(config: EATConfig, task: EATTask, kind: str, seed: int, checkpoint_dir
 
 def train_all(config: EATConfig, task: EATTask, checkpoint_dir: Path | None,
               context: Mapping[str, Any] | None = None) -> dict[str, dict[int, EATModel]]:
-    """Every model × seed of this run: ``{kind: {seed: model}}``."""
-    return {kind: {s: train(config, task, kind, s, checkpoint_dir, context)[0] for s in seeds(config)}
+    """Every model × seed of this run: ``{kind: {seed: model}}``; the ablations on the first ``ablation_seeds``
+    seeds only (paired with EAT on those)."""
+    return {kind: {s: train(config, task, kind, s, checkpoint_dir, context)[0]
+                   for s in seeds(config)[:None if kind in MODELS else config.ablation_seeds]}
             for kind in model_kinds(config)}
