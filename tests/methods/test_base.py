@@ -10,6 +10,7 @@ from attnbook.methods.bla import BLA_VARIANTS, build_head
 from attnbook.methods.brnpa import BRNPAHead
 from attnbook.methods.eat import EATHead
 from attnbook.methods.region_grouping import RegionGroupingHead
+from attnbook.methods.sharpen_focus import SharpenFocusHead
 from attnbook.models.heads import GAPHead
 
 C, K = 6, 3
@@ -25,6 +26,7 @@ def _heads() -> dict[str, torch.nn.Module]:
     heads["bcnn"] = BCNNHead(C, K, n_maps=2)
     heads["eat"] = EATHead(C, K, num_attributes=5, top_k=2)
     heads["region_grouping"] = RegionGroupingHead(C, K, num_parts=3)
+    heads["sharpen_focus"] = SharpenFocusHead(C, K)
     return heads
 
 

@@ -15,6 +15,7 @@ from attnbook.methods.bla import BLA_VARIANTS
 from attnbook.methods.brnpa import BRNPAHead
 from attnbook.methods.eat import EATHead
 from attnbook.methods.region_grouping import RegionGroupingHead
+from attnbook.methods.sharpen_focus import SharpenFocusHead
 from attnbook.models.heads import GAPHead
 
 HEADS: dict[str, Callable[..., nn.Module]] = {
@@ -26,6 +27,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     # Region Grouping Eq. 1-4 (options: num_parts, assignment, attention, alpha, beta); maps = the K assignment
     # maps, Q^T a in extras["attribution"]
     "region_grouping": RegionGroupingHead,
+    "sharpen_focus": SharpenFocusHead,  # Sharpen Focus §3.1 (option: attention); maps = target and confuser attention
     **{name: factory for name, factory in BLA_VARIANTS.items() if name != "bl"},  # "bl" is "gap"
 }
 

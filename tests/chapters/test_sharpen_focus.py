@@ -1,0 +1,245 @@
+"""Chapter 2's pieces on hand-made inputs, and the paper profile's code path on a CIFAR-100 fixture tree (the smoke
+run of the notebook covers the rest)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attnbook import runs
+from attnbook.chapters.sharpen_focus import claims, evaluation, pipeline
+from attnbook.chapters.sharpen_focus import config as sf_config
+from attnbook.config import ConfigError, RequirementError, check_requirements, shrink
+from attnbook.ledger import check_row
+from attnbook.runs import RunRecorder
+
+matplotlib.use("Agg")
+
+_spec = importlib.util.spec_from_file_location("real_fixtures", Path(__file__).parents[1] / "data" / "real" /
+                                               "fixtures.py")
+fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fixtures)
+
+SMOKE = sf_config.PROFILES["smoke"]
+
+
+def test_the_config_mirrors_the_library_and_overrides_are_validated():
+    from attnbook.methods import sharpen_focus as sf
+
+    assert sf_config.ATTENTIONS == sf.ATTENTIONS
+    assert sf_config.PORT_OPTIONS == sf.PORT_OPTIONS
+    assert sf_config.MULTILABEL_TARGETS == sf.MULTILABEL_TARGETS
+    for _, options in sf_config.ABLATIONS.values():
+        sf.SharpenFocusOptions().replace(**options)  # every ablation is a valid set of options
+    with pytest.raises(ConfigError, match="unknown parameter 'lr'"):
+        sf_config.CHAPTER.resolve("smoke", 0, lr=0.1)
+    with pytest.raises(ConfigError, match="'ports' is not one of"):
+        sf_config.CHAPTER.resolve("smoke", 0, ablations="ports")
+    config = sf_config.CHAPTER.resolve("smoke", 5, n_seeds="3", ablations="port,batch_norm")
+    assert config.n_seeds == 3 and config.ablations == ("port", "batch_norm")
+    assert sf_config.seeds(config) == [5, 6, 7] and sf_config.ml_seeds(config) == [5, 6]
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        sf_config.SharpenFocusConfig(depth=10)
+    with pytest.raises(ValueError, match="32 px"):
+        sf_config.SharpenFocusConfig(data="cifar100", resolution=64)
+    paper = sf_config.PROFILES["paper"]
+    assert (paper.depth, paper.width, paper.epochs, paper.milestones, paper.lr, paper.batch_size) == \
+        (110, 16, 160, (81, 122), 0.1, 128)
+
+
+def test_options_follow_the_models_and_the_ablations():
+    assert pipeline.options_for(SMOKE, "pixelwise").attention == "pixelwise"
+    port = pipeline.options_for(SMOKE, "channelwise", "port")
+    assert (port.grad_seed, port.normalize, port.grad_path) == ("logits", "batch", "detached")
+    seed_only = pipeline.options_for(SMOKE, "channelwise", "logits_seed")
+    assert (seed_only.grad_seed, seed_only.normalize, seed_only.grad_path) == ("logits", "sample", "through")
+    baseline = pipeline.objective_for(SMOKE, pipeline.Job("main", "baseline", 0))
+    assert not baseline.enabled
+    ablation = pipeline.objective_for(SMOKE, pipeline.Job("ablation", "batch_norm", 0))
+    assert ablation.enabled and ablation.options.normalize == "batch" and ablation.options.attention == "channelwise"
+    assert pipeline.objective_for(SMOKE, pipeline.Job("multilabel", "pixelwise", 0)).multilabel
+    jobs = pipeline.main_jobs(SMOKE)
+    assert len(jobs) == 4 * SMOKE.n_seeds and len(set(j.name for j in jobs)) == len(jobs)
+
+
+def test_every_model_of_a_seed_starts_from_the_same_weights():
+    a, b = pipeline.build_model(SMOKE, 4, 3), pipeline.build_model(SMOKE, 4, 3)
+    c = pipeline.build_model(SMOKE, 4, 4)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.backbone.stem.conv.weight, c.backbone.stem.conv.weight)
+
+
+def test_pad_crop_flip_keeps_size_and_content():
+    torch.manual_seed(0)
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float).view(2, 3, 8, 8)
+    out = pipeline.pad_crop_flip(images, pad=2)
+    assert out.shape == images.shape
+    assert torch.isin(out, torch.cat([images.flatten(), torch.zeros(1)])).all()  # pixels moved or zero padding
+    flipped_or_not = pipeline.pad_crop_flip(images, pad=0)
+    for i in range(2):
+        assert torch.equal(flipped_or_not[i], images[i]) or torch.equal(flipped_or_not[i], images[i].flip(-1))
+
+
+def test_the_pool_trains_like_this_process():
+    """Two one-thread worker processes give the same weights as training here (every job seeds itself)."""
+    config = shrink(SMOKE, num_classes=2, train_per_class=4, test_per_class=2, width=2, n_seeds=2)
+    jobs = [pipeline.Job("main", "channelwise", 0), pipeline.Job("main", "baseline", 1)]
+    with torch.random.fork_rng():
+        here = pipeline.train_jobs(config, jobs)
+    pooled = pipeline.train_jobs(shrink(config, workers=2), jobs)
+    for job in jobs:
+        for x, y in zip(here[job].state_dict().values(), pooled[job].state_dict().values()):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_pair_scores_on_hand_made_maps():
+    target = torch.zeros(1, 2, 2)
+    target[0, 0, 0] = 2.0
+    confuser = torch.zeros(1, 2, 2)
+    confuser[0, 1, 1] = 1.0
+    maps = {"inner": torch.stack([torch.kron(target, torch.ones(2, 2)), torch.kron(confuser, torch.ones(2, 2))], 1),
+            "last": torch.stack([target, confuser], 1)}
+    disc = torch.zeros(1, 8, 8, dtype=torch.bool)
+    disc[0, :4, :4] = True  # the target's corner
+    scores = evaluation.pair_scores(maps, disc)
+    assert scores["sep_inner"].item() == 0.0 and scores["sep_last"].item() == 0.0  # disjoint: fully separable
+    # the last mask (1 on the target's cell) resized bilinearly to 4×4 weighs the inner target's 2×2 block
+    # 1, 0.75, 0.75, 0.5625 (align_corners=False): the share inside the mask is their mean
+    assert scores["consistency"].item() == pytest.approx((1 + 0.75 + 0.75 + 0.5625) / 4, abs=1e-4)
+    assert scores["disc_last"].item() > 0.5
+    same = {layer: torch.stack([m[:, 0], m[:, 0]], 1) for layer, m in maps.items()}
+    assert evaluation.pair_scores(same, None)["sep_last"].item() == pytest.approx(1.0)
+
+
+def _fake_table(shift: float = 0.05, n: int = 6) -> pd.DataFrame:
+    rows = []
+    for k, kind in enumerate(sf_config.MODELS):
+        for s in range(n):
+            row = {"model": kind, "seed": s, "accuracy": 0.5 + (shift * k if kind != "baseline" else 0) + 0.01 * s}
+            for a in sf_config.ATTENTIONS:
+                for layer in sf_config.LAYERS:
+                    row[f"sep_{a}_{layer}"] = 0.6 - (0.1 if kind == "channelwise" else 0) - 0.01 * s \
+                        - (0.05 if layer == "inner" else 0)
+                    row[f"disc_{a}_{layer}"] = 0.1 + (0.05 if kind == "channelwise" else 0) + 0.003 * s
+                row[f"cons_{a}"] = 0.3 + (0.1 if a == "pixelwise" else 0) + 0.01 * s * (a == "gradcam")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_every_paper_number_has_a_row_and_rows_keep_the_rules(tmp_path):
+    recorder = RunRecorder(notebook="02_sharpen_focus", run_dir=tmp_path, params={}, profile="smoke", seed=0,
+                           config={}, device="cpu")
+    table = _fake_table()
+    claims.record_claims(recorder, table, SMOKE)
+    frame = claims.ablation_frame({"logits_seed": {s: 0.4 + 0.01 * s for s in range(6)},
+                                   "port": {s: 0.5 + 0.011 * s for s in range(6)}},
+                                  {s: 0.6 + 0.01 * s for s in range(6)}, {s: 0.5 + 0.01 * s for s in range(6)})
+    claims.record_ablation_claims(recorder, frame, SMOKE)
+    claims.record_multilabel_claims(recorder, None, SMOKE, sf_config.ML_WHY)
+    ids = [c.id for c in recorder.claims]
+    assert len(ids) == len(set(ids))
+    paper_ids = {"sf-table2-baseline", *(f"sf-table1-{k}" for k in sf_config.TRAINED),
+                 *(row[0] for row in sf_config.PAPER_ROWS)}
+    assert paper_ids <= set(ids) and len(paper_ids) == 15  # Tables 1-6 of papers.md
+    assert all(check_row(vars(c)) is None for c in recorder.claims)
+    status = {c.id: c.status for c in recorder.claims}
+    assert all(status[i] == "not run" for i in paper_ids)  # the synthetic profile measures none of them
+    assert status["sf-table1-analog-pixelwise"] == "reproduced"  # +15 points, no noise across seeds
+    assert status["sf-separability-inner"] == "reproduced" and status["sf-disc-part-last"] == "reproduced"
+    assert status["sf-inner-more-separable"] == "reproduced"
+    assert status["sf-ablation-logits_seed"] == "reproduced"  # −20 points
+    assert status["sf-port-no-gain"] == "reproduced"  # +0.1 × s/10: within ±1 point
+    assert status["sf-table6-analog-ap"] == "not run"
+    assert "chance" in {c.id: c.note for c in recorder.claims}["sf-table6-analog-ap"]
+
+
+def test_sentences_say_why_a_section_did_not_run():
+    assert "not run" in claims.ablation_sentence(None)
+    assert "ml_seeds=0" in claims.multilabel_sentence(None, sf_config.ML_WHY)
+    assert "not measured" in claims.resnet18_sentence([{}])
+    frame = claims.multilabel_frame({"baseline": {0: {"ap": 0.5, "auc": 0.7}}, "channelwise": {0: {"ap": 0.6,
+                                                                                                      "auc": 0.8}}})
+    assert "AP 60.0 %" in claims.multilabel_sentence(frame)
+
+
+# --- the paper profile -----------------------------------------------------------------------------------
+
+def test_paper_profile_stops_early_naming_what_is_missing(monkeypatch, tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(RequirementError, match="needs a CUDA GPU"):
+            sf_config.CHAPTER.configure("paper", namespace={})
+    monkeypatch.setenv("ATTNBOOK_DATA", str(tmp_path))
+    with pytest.raises(RequirementError, match="CIFAR-100 not found .* attnbook data prepare cifar100"):
+        check_requirements(shrink(sf_config.PROFILES["paper"], epochs=1))
+
+
+def run_paper(config, run_dir: Path) -> dict:
+    """The calls of nbs/02_sharpen_focus.ipynb, in order."""
+    from attnbook.chapters.sharpen_focus import figures
+
+    check_requirements(config)
+    recorder = runs.start("02_sharpen_focus", run_dir=run_dir, profile=config.profile, seed=config.seed,
+                          config=config, params={}, device="cpu")
+    task = pipeline.make_data(config)
+    recorder.numbers({"n_train": len(task.train), "n_test": len(task.test), "n_classes": task.num_classes},
+                     prefix="data/")
+    families = ("main",) + (("ablation",) if config.ablations else ()) + (("multilabel",) if config.ml_seeds else ())
+    trained = pipeline.train_all(config, recorder.checkpoint_dir, recorder.checkpoint_context, families)
+    evals = {kind: {s: evaluation.evaluate(m, task, config.n_explain) for s, m in by.items()}
+             for kind, by in trained["main"].items()}
+    table = claims.per_seed(evals)
+    claims.record_numbers(recorder, table)
+    claims.accuracy_table(table, config)
+    plt.close(figures.figure_gains(table))
+    first = sf_config.seeds(config)[0]
+    plt.close(figures.figure_three_attentions(evals, first))
+    plt.close(figures.figure_target_vs_confuser(evals, first))
+    recorder.table("maps", claims.maps_table(table))
+    recorder.text("disc_mass/summary", claims.disc_sentence(table))
+    figures.explorer(evals, first, n=2)
+    accuracy = {k: {s: evals[k][s].accuracy for s in evals[k]} for k in ("baseline", config.reference)}
+    ablation = claims.ablation_frame({n: {s: evaluation.test_accuracy(m, task) for s, m in by.items()}
+                                      for n, by in trained["ablation"].items()},
+                                     accuracy[config.reference], accuracy["baseline"])
+    claims.record_ablation(recorder, ablation)
+    claims.ablation_summary(ablation)
+    recorder.text("ablation/summary", claims.ablation_sentence(ablation))
+    recorder.text("multilabel/summary", claims.multilabel_sentence(None, sf_config.ML_WHY))
+    costs = pipeline.measure_costs(config, task)
+    recorder.text("cost/resnet18", claims.resnet18_sentence(costs))
+    claims.record_costs(recorder, costs)
+    claims.record_claims(recorder, table, config)
+    claims.record_ablation_claims(recorder, ablation, config)
+    claims.record_multilabel_claims(recorder, None, config, sf_config.ML_WHY)
+    recorder.finish()
+    return runs.read_record(run_dir)
+
+
+def test_paper_profile_runs_on_a_cifar100_fixture(monkeypatch, tmp_path):
+    """CIFAR-100 with the paper's schedule and augmentation, on 4 training images, a tiny ResNet and the CPU."""
+    from attnbook.data import catalog
+
+    fixtures.make_cifar100(tmp_path / "data")
+    monkeypatch.setenv("ATTNBOOK_DATA", str(tmp_path / "data"))
+    real_load = catalog.load_dataset
+    monkeypatch.setattr(catalog, "load_dataset", lambda name, **kw: real_load(name, checksum=False, **kw))
+    pipeline.make_data.cache_clear()
+    config = shrink(sf_config.PROFILES["paper"], depth=8, width=2, n_seeds=2, epochs=2, milestones=(1,),
+                    batch_size=4, n_explain=2, cost_steps=1, cost_resnet18=False)
+    assert config.data == "cifar100" and config.augment and config.optimizer == "sgd"
+    try:
+        record = run_paper(config, tmp_path / "run")
+    finally:
+        pipeline.make_data.cache_clear()
+    status = {c["id"]: c["status"] for c in record["claims"]}
+    assert status["sf-table1-channelwise"] != "not run" and status["sf-table2-baseline"] != "not run"
+    assert status["sf-table3-n30-resnet18"] == "not run" and "sf-disc-part-last" not in status
+    assert record["texts"]["disc_mass/summary"].startswith("not measured")
+    assert record["metrics"]["data/n_classes"] == 100
+    assert np.isfinite(record["metrics"]["cost/ratio_separate"])
