@@ -25,8 +25,11 @@ from attnbook.config import (
 _MODULES = {
     "00_testbed": "attnbook.chapters.testbed.config",
     "01_eat": "attnbook.chapters.eat.config",
+    "02_sharpen_focus": "attnbook.chapters.sharpen_focus.config",
+    "03_region_grouping": "attnbook.chapters.region_grouping.config",
     "04_bla": "attnbook.chapters.bla.config",
     "05_brnpa": "attnbook.chapters.brnpa.config",
+    "06_compare": "attnbook.chapters.compare.config",
 }
 
 
@@ -79,12 +82,7 @@ class PlannedChapter:
     summary: str
 
 
-PLANNED = (
-    PlannedChapter("02_sharpen_focus", "Sharpen Focus", "Wang et al., ICCV 2019",
-                   "separable, consistent attention as training losses improves accuracy"),
-    PlannedChapter("03_region_grouping", "Region Grouping", "Huang & Li, CVPR 2020",
-                   "a part-occurrence prior makes region assignments localise landmarks"),
-)
+PLANNED: tuple[PlannedChapter, ...] = ()
 
 
 def notebook_names() -> tuple[str, ...]:
