@@ -39,6 +39,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
 BASELINE_CIFAR = 72.78
 PAPER_CIFAR = {"gradcam": 74.02, "channelwise": 76.11, "pixelwise": 76.24}  # Tables 1-2, ResNet-110
 PAPER_GAIN = {k: round(v - BASELINE_CIFAR, 2) for k, v in PAPER_CIFAR.items()}  # +1.24, +3.33, +3.46
+PORTS_CIFAR = (73.32, 71.30)  # the public unofficial ports on CIFAR-100: baseline → with the losses (papers.md §2)
 NOT_IMPLEMENTED = "the paper profile implements the CIFAR-100 protocol only"
 ML_WHY = ("ml_seeds=0: on the CPU the multi-label analog (1–3 birds per image) stays at chance mAP within the budget "
           "(32–48 px, 6 epochs, measured while calibrating this profile); the gpu profile runs it at 64 px")
