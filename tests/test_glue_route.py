@@ -41,3 +41,34 @@ def test_notebooks_glue_only_through_the_recorder(name: str) -> None:
 def test_glue_references_parse_format_specs() -> None:
     assert GLUE_ROLE.findall("a {glue:text}`accuracy/train:.1%` b {glue:text}`explain/best_pointer`") == [
         "accuracy/train:.1%", "explain/best_pointer"]
+
+
+def glue_markup_errors(source: str) -> list[str]:
+    """Glue roles a Markdown parser would not see: backticks paired left to right, as CommonMark pairs single-
+    backtick code spans; a ``{glue…}`` must sit right before a span's opening backtick and never inside a span."""
+    ticks = [m.start() for m in re.finditer("`", source)]
+    spans = list(zip(ticks[::2], ticks[1::2]))
+    openings = {start for start, _ in spans}
+    errors = [source[a:b + 1] for a, b in spans if "{glue" in source[a:b + 1]]
+    for m in re.finditer(r"\{glue(?::text)?\}", source):
+        if m.end() not in openings:
+            errors.append(source[m.start():m.end() + 40])
+    if len(ticks) % 2:
+        errors.append(source[ticks[-1]:ticks[-1] + 40])
+    return errors
+
+
+def test_glue_markup_errors_finds_a_stray_backtick() -> None:
+    assert not glue_markup_errors("a {glue:text}`x:.2f`× and {glue:text}`y` `code`")
+    assert glue_markup_errors("a ({glue:text}`x:.2f`×`),\n({glue:text}`y:.2f`×`)")
+    assert glue_markup_errors("a {glue:text} `x`") and glue_markup_errors("an `open span")
+
+
+@pytest.mark.parametrize("name", notebook_names())
+def test_glue_roles_are_well_formed(name: str) -> None:
+    """The prose's glue roles reach the page as numbers, not raw markup (the browser test finds that only after
+    a full book build)."""
+    nb = nbformat.read(runs.repo_root() / "nbs" / f"{name}.ipynb", as_version=4)
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "markdown"):
+        errors = glue_markup_errors(cell.source)
+        assert not errors, f"{name}, markdown cell {i}: glue markup a parser would not read: {errors}"

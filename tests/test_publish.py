@@ -68,7 +68,14 @@ def test_intro_table_of_chapters_comes_from_the_registry(tmp_path):
         chapter = get_chapter(name)
         assert chapter.summary, f"{name}: CHAPTER.summary (the intro's one-line claim) is empty"
         assert f"(../nbs/{name}.ipynb)" in table and chapter.summary in table
-    assert "| 2. Sharpen Focus |" in table  # a planned chapter: listed, not linked
+
+
+def test_a_planned_chapter_is_listed_without_a_link(monkeypatch):
+    from attnbook import chapters
+
+    monkeypatch.setattr(chapters, "PLANNED", (chapters.PlannedChapter("07_next", "Next", "Someone et al.", "a claim"),))
+    table = chapters.contents_markdown()
+    assert "| 7. Next | Someone et al. | a claim |" in table and "07_next.ipynb" not in table
 
 
 # --- what staging does to a chapter page (attnbook.book_pages) ------------------------------------------
