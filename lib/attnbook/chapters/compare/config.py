@@ -17,6 +17,9 @@ SPLITS = ("test_aligned", "test_conflicting")
 # Trainable heads on the shared trunk (attnbook.methods.registry.make_head kinds) and the paper each comes from.
 HEADS = {"bla": "BLA", "bla_t": "BLA", "l2x_f": "BLA", "brnpa": "BR-NPA", "bcnn": "BR-NPA", "eat": "EAT",
          "region_grouping": "Region Grouping"}
+# Heads whose scored map is an extras entry of their Attention rather than its maps: Region Grouping's maps Q are a
+# partition of the pixels (they sum to 1), its pixel attribution Q^T a is extras["attribution"].
+SCORED_EXTRAS = {"region_grouping": "attribution"}
 POSTHOC = ("cam", "gradcam", "gradcam++", "guided_backprop", "guided_gradcam", "lime")  # on the plain CNN
 FLOORS = ("random", "edges")
 # Methods of the book not run in this chapter yet, with the reason (a ledger row and a table row each).

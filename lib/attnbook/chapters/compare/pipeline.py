@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnbook.chapters.compare.config import CompareConfig
+from attnbook.chapters.compare.config import SCORED_EXTRAS, CompareConfig
 from attnbook.chapters.eat.pipeline import EATModel, eat_objective, small_trunk
 from attnbook.chapters.region_grouping.pipeline import RegionGroupingModel, region_objective
 from attnbook.config import device_for
@@ -45,23 +45,24 @@ def make_data(config: CompareConfig) -> Benchmark:
 
 
 class CompareModel(nn.Module):
-    """``trunk`` + a head of the attention interface (methods/base.py); ``attend`` takes images."""
+    """``trunk`` + a head of the attention interface (methods/base.py); ``attend`` takes images. ``scored`` names
+    the extras entry that is the map this chapter scores, for heads whose ``maps`` are not (:data:`SCORED_EXTRAS`)."""
 
-    def __init__(self, trunk: nn.Module, head: nn.Module) -> None:
+    def __init__(self, trunk: nn.Module, head: nn.Module, scored: str | None = None) -> None:
         super().__init__()
-        self.trunk, self.head = trunk, head
+        self.trunk, self.head, self.scored = trunk, head, scored
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W] -> [B, K]`` logits."""
         return self.head(self.trunk(images))
 
     def attend(self, images: torch.Tensor) -> Attention:
-        """The head's :class:`~attnbook.methods.base.Attention` on the trunk's features of ``images``; for
-        Region Grouping the pixel attribution ``Q^T a`` (its maps ``Q`` are a partition: they sum to 1)."""
+        """The head's :class:`~attnbook.methods.base.Attention` on the trunk's features of ``images``, its maps
+        replaced by ``extras[scored]`` when the head has one."""
         att = self.head.attend(self.trunk(images))
-        if isinstance(self.head, RegionGroupingHead):
-            return Attention(att.logits, att.extras["attribution"], ("attribution",), att.extras)
-        return att
+        if self.scored is None:
+            return att
+        return Attention(att.logits, att.extras[self.scored], (self.scored,), att.extras)
 
 
 def train_config(config: CompareConfig, seed: int, epochs: int) -> TrainConfig:
@@ -129,7 +130,7 @@ def train_head(config: CompareConfig, bench: Benchmark, plain: CompareModel, fea
         context={"config": config, "data_key": bench.spec.key(), "kind": kind, **(context or {})})
     trunk = small_trunk(config.width)
     trunk.load_state_dict(plain.trunk.state_dict())
-    return CompareModel(trunk, head).eval().to(next(plain.parameters()).device)
+    return CompareModel(trunk, head, SCORED_EXTRAS.get(kind)).eval().to(next(plain.parameters()).device)
 
 
 def train_seed(config: CompareConfig, bench: Benchmark, seed: int, checkpoint_dir: Path | None,
