@@ -88,7 +88,7 @@ def test_an_oracle_map_beats_the_floors(setup):
         position["next"] += len(images)
         return disc[lo:lo + len(images), None].expand(-1, targets.shape[1], -1, -1)
 
-    best = evaluate(model, oracle, SPEC, data=data, variants=variants, batch_size=8)
+    best = evaluate(model, oracle, SPEC, data=data, variants=variants, batch_size=8, ts="shared")  # maps by order
     floor = evaluate(model, random_maps_fn(0), SPEC, data=data, variants=variants, batch_size=8)
     assert best.summary["pointing_disc"] == 1.0 and best.summary["mass_disc"] > 0.99
     assert floor.summary["mass_disc"] < 0.2 and floor.summary["pointing_object"] < 0.6
@@ -103,3 +103,66 @@ def test_class_agnostic_attention_has_no_contrastivity(setup):
     assert math.isnan(ev.summary["ts"]) or ev.summary["ts"] == 0.0  # same map for c1 and c2: no comparison won
     loc = evaluate(model, attention_maps_fn(model), SPEC, data=data, protocol=False)
     assert loc.funnybirds is None and loc.summary["mass_object"] == pytest.approx(ev.summary["mass_object"])
+
+
+def test_hybrid_ts_is_defined_where_funnybirds_pairs_do_not_exist():
+    from attnbook.evaluate.funnybirds import ts_classes
+
+    spec = spec_for("fine_grained", num_classes=10, resolution=32, test_per_class=2, seed=0)
+    assert (ts_classes(spec)[:, 0] < 0).all()  # FunnyBirds' own rule: no class has a pair → TS undefined
+    torch.manual_seed(0)
+    model = Tiny.__new__(Tiny)
+    nn.Module.__init__(model)
+    model.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                   nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+    model.fc = nn.Linear(16, 10)
+    model.eval()
+    data = split_images(spec, "test_aligned")
+    shared = evaluate(model, posthoc_maps_fn("gradcam", model, layer="features.3"), spec, data=data, ts="shared")
+    assert math.isnan(shared.summary["ts"])
+    cache: dict = {}
+    variants = VariantLogits(model, spec, "test_aligned", torch.arange(len(data["image"])),
+                             classify(model, data["image"]), render_cache=cache)
+    hybrid = evaluate(model, posthoc_maps_fn("gradcam", model, layer="features.3"), spec, data=data,
+                      variants=variants)
+    assert hybrid.funnybirds.counts["ts_pairs"] == len(data["image"])  # every class has a partner
+    assert hybrid.funnybirds.counts["ts_valid"] > 0 and 0.0 <= hybrid.summary["ts"] <= 1.0
+    agnostic = evaluate(model, attention_maps_fn(model), spec, data=data, variants=variants)
+    assert agnostic.summary["ts"] == 0.0  # one map for both classes: it never puts more mass on either's parts
+    # a second model of the same spec reuses every rendered counterfactual (hybrids included)
+    other = VariantLogits(model, spec, "test_aligned", torch.arange(len(data["image"])),
+                          classify(model, data["image"]), render_cache=cache)
+    size = len(cache)
+    again = evaluate(model, posthoc_maps_fn("gradcam", model, layer="features.3"), spec, data=data, variants=other)
+    assert len(cache) == size and again.funnybirds.counts["ts_pairs"] == len(data["image"])
+    assert again.summary["ts"] == hybrid.summary["ts"] and again.summary["bi"] == hybrid.summary["bi"]
+
+
+def test_hybrid_ts_scores_an_ideal_map_one_and_a_swapped_map_zero(setup):
+    from attnbook.data.interventions import hybrid_design, rerender
+
+    model, data, variants = setup
+    design = hybrid_design(SPEC)
+    labels = data["label"]
+    hybrids = rerender(SPEC, "test_aligned", torch.arange(len(labels)), donor=design.donors(labels))
+    own = torch.einsum("np,nphw->nhw", design.own[labels].float(), hybrids["part_masks"].float())
+    donated = torch.einsum("np,nphw->nhw", design.donated[labels].float(), hybrids["part_masks"].float())
+
+    def ideal(swap: bool):  # class c's map on c's parts, the partner's map on the donated parts (hybrid calls only)
+        calls = {"n": 0}
+
+        def maps_fn(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            first = images.shape[0] == len(labels) and torch.equal(images, hybrids["image"])
+            if not first:  # the unchanged images: any map
+                return torch.ones(images.shape[0], targets.shape[1], *images.shape[-2:])
+            calls["n"] += 1
+            pair = (donated, own) if swap else (own, donated)
+            return torch.stack(pair, dim=1) + 1e-3
+        return maps_fn, calls
+
+    good, calls = ideal(False)
+    ev = evaluate(model, good, SPEC, data=data, variants=variants, batch_size=len(labels))
+    assert calls["n"] == 1 and ev.funnybirds.counts["ts_valid"] > 0
+    assert ev.summary["ts"] == 1.0
+    bad, _ = ideal(True)
+    assert evaluate(model, bad, SPEC, data=data, variants=variants, batch_size=len(labels)).summary["ts"] == 0.0

@@ -84,3 +84,20 @@ def test_floors():
     a = random_maps_fn(3)(x, torch.zeros(2, 2, dtype=torch.long))
     b = random_maps_fn(3)(x, torch.zeros(2, 2, dtype=torch.long))
     assert torch.equal(a, b) and a.shape == (2, 2, 16, 16) and not torch.equal(a[:, 0], a[:, 1])
+
+
+def test_class_aware_attention_maps_fn_asks_for_each_target():
+    class PerClass(Tiny):
+        def attend(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Attention:
+            f = self.features(x)
+            pick = torch.zeros(len(x), dtype=torch.long) if labels is None else labels % f.shape[1]
+            return Attention(self.fc(f.mean(dim=(2, 3))), f[torch.arange(len(x)), pick][:, None])
+
+    torch.manual_seed(3)
+    model, x = PerClass().eval(), torch.rand(4, 3, 16, 16)
+    targets = torch.tensor([[0, 1], [2, 3], [4, 0], [1, 1]])
+    maps = attention_maps_fn(model, 0, class_aware=True)(x, targets)
+    f = torch.nn.functional.interpolate(model.features(x), size=16, mode="bilinear", align_corners=False)
+    for b in range(4):
+        for t in range(2):
+            torch.testing.assert_close(maps[b, t], f[b, int(targets[b, t]) % 12].clamp(min=0))

@@ -201,3 +201,60 @@ def test_bits_and_sufficient_table():
     for c in range(SPEC.num_classes):
         rows = {tuple(r.nonzero()[:, 0].tolist()) for r in table[c] if r.any()}
         assert rows == set(sets[c])
+
+
+def test_target_sensitivity_rule_by_hand():
+    from attnbook.evaluate.funnybirds import TargetSensitivityInputs, target_sensitivity
+
+    o1 = torch.tensor([[True, False, False], [True, False, False], [True, False, False]])
+    o2 = torch.tensor([[False, True, True], [False, True, True], [False, True, True]])
+    base = torch.zeros(3, 2)
+    # image 0 and 1: removing O1 hurts class 0 more, removing O2 hurts class 1 more (assumption holds);
+    # image 2: it does not (skipped)
+    without_o1 = torch.tensor([[-2.0, -0.5], [-2.0, -0.5], [-0.1, -0.5]])
+    without_o2 = torch.tensor([[-0.5, -2.0], [-0.5, -2.0], [-0.5, -0.1]])
+    imp1 = torch.tensor([[3.0, 1.0, 0.0], [1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])  # maps of class 0
+    imp2 = torch.tensor([[1.0, 2.0, 2.0], [1.0, 1.0, 1.0], [0.0, 3.0, 0.0]])  # maps of class 1
+    ts = TargetSensitivityInputs(c1=torch.zeros(3, dtype=torch.long), c2=torch.ones(3, dtype=torch.long), o1=o1,
+                                 o2=o2, pair=torch.tensor([True, True, True]), base=base, without_o1=without_o1,
+                                 without_o2=without_o2, imp1=imp1, imp2=imp2)
+    score, valid = target_sensitivity(ts)
+    assert valid.tolist() == [True, True, False]
+    assert score[:2].tolist() == [1.0, 0.0]  # image 1: the same map for both classes wins no comparison
+
+
+def test_oracle_importances_are_the_single_deletion_drops_and_rank_perfectly():
+    from attnbook.evaluate.funnybirds import oracle_importances
+
+    n, k = 16, SPEC.num_classes
+    cf = LinearCounterfactuals(n, k, seed=3)
+    labels = torch.arange(n) % k
+    logits = cf.parts(torch.arange(n), torch.full((n,), cf.full))
+    swaps = torch.randint(0, SPEC.num_habitats, (n, 1), generator=torch.Generator().manual_seed(0))
+    targets = torch.stack([labels, logits.argmax(1)], dim=1)
+    imp = oracle_importances(cf, targets, swaps)
+    # linear counterfactuals: removing part p lowers class c by W[n, p, c]
+    expected = cf.weight.gather(2, labels[:, None, None].expand(-1, cf.num_parts, 1))[..., 0].clamp(min=0)
+    torch.testing.assert_close(imp.parts[:, 0], expected)
+    bg = (logits[:, None] - cf.habitats(torch.arange(n)[:, None], swaps).view(n, 1, -1)).clamp(min=0).mean(1)
+    torch.testing.assert_close(imp.background[:, 0], bg.gather(1, labels[:, None])[:, 0])
+    result = funnybirds_scores(cf, labels, logits, imp, sufficient_set_table(SPEC), None, swaps)
+    assert math.isnan(result.scores["ts"]) and result.counts["ts_pairs"] == 0  # no TS input: undefined
+    # SD: positive drops are ranked exactly; only clipped negative drops (ties at 0) can cost correlation
+    positive = (cf.weight.gather(2, labels[:, None, None].expand(-1, cf.num_parts, 1))[..., 0] > 0).all(1)
+    if positive.any():
+        assert torch.allclose(result.per_image["sd"][positive], torch.ones(int(positive.sum()), dtype=torch.float64))
+
+
+def test_empty_explanation_completeness_and_important_part_count():
+    n, k = 32, SPEC.num_classes
+    cf = LinearCounterfactuals(n, k, seed=4)
+    logits = cf.parts(torch.arange(n), torch.full((n,), cf.full))
+    labels = logits.argmax(1)  # every image correct: CSDC is defined (0 for this map)
+    zero = PartImportance(parts=torch.zeros(n, 2, cf.num_parts), background=torch.zeros(n, 2),
+                          total=torch.ones(n, 2))  # marks nothing important at any threshold
+    result = funnybirds_scores(cf, labels, logits, zero, sufficient_set_table(SPEC), None, torch.empty(n, 0))
+    pc_empty = (cf.parts(torch.arange(n), torch.zeros(n, dtype=torch.long)).argmax(1) == logits.argmax(1)).double()
+    assert result.scores["completeness_empty"] == pytest.approx(((pc_empty.mean().item()) / 3 + 1) / 2)
+    assert result.scores["completeness"] == pytest.approx(result.scores["completeness_empty"])  # it IS that map
+    assert result.scores["important_parts"] == 0.0

@@ -85,3 +85,22 @@ def test_localisation_scores_a_perfect_and_an_inverted_map(truth):
     torch.testing.assert_close(scores["mass_parts"].sum(1), scores["mass_object"])  # parts tile the object
     inverted = localisation((~truth["mask"]).float(), truth)
     assert (inverted["mass_object"] == 0).all() and (inverted["far"] == 0).all()
+
+
+def test_landmark_error_of_maps_peaked_on_the_landmarks_is_near_zero():
+    from attnbook.evaluate.localisation import landmark_error
+
+    spec = spec_for("fine_grained", resolution=32, train_per_class=8, test_per_class=4)
+    fit, test = generate_split(spec, "train").tensors, generate_split(spec, "test_aligned").tensors
+
+    def peaks(truth: dict[str, torch.Tensor]) -> torch.Tensor:  # one bump per landmark at its true position
+        ys, xs = torch.meshgrid(torch.arange(32.0) + 0.5, torch.arange(32.0) + 0.5, indexing="ij")
+        lm = truth["landmarks"]  # [N, L, 2] (x, y) pixels
+        d2 = (xs - lm[..., 0, None, None]) ** 2 + (ys - lm[..., 1, None, None]) ** 2
+        return torch.exp(-d2 / 0.5)
+
+    exact = landmark_error(peaks(fit), fit, peaks(test), test)
+    gen = torch.Generator().manual_seed(0)
+    noise = landmark_error(torch.rand(len(fit["image"]), 5, 8, 8, generator=gen), fit,
+                           torch.rand(len(test["image"]), 5, 8, 8, generator=gen), test)
+    assert exact < 1.0 < noise  # % of the box

@@ -72,6 +72,23 @@ def test_cascading_randomisation_matches_quantus_mprt():
     assert torch.equal(_gradcam(model, x, y), _gradcam(model, x, y))
 
 
+def test_cascading_randomisation_at_selected_layers_equals_the_full_cascade():
+    torch.manual_seed(2)
+    model = Net().eval()
+    x, y = torch.rand(3, 3, 12, 12), torch.randint(0, 4, (3,))
+    full = cascading_randomisation(model, _gradcam, x, y, seed=7)
+    calls = {"n": 0}
+
+    def counted(m: nn.Module, xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return _gradcam(m, xs, ts)
+
+    some = cascading_randomisation(model, counted, x, y, seed=7, at=("fc", "conv1"))
+    assert list(some) == ["fc", "conv1"] and calls["n"] == 3  # the original + two comparisons
+    for layer in some:  # the layers in between were still reset: the same maps as the full cascade
+        assert torch.equal(some[layer]["spearman"], full[layer]["spearman"])
+
+
 def test_permuted_labels_keep_counts_and_break_links():
     labels = torch.arange(100) % 5
     perm = permuted_labels(labels, seed=3)

@@ -26,6 +26,7 @@ from the class × attribute matrix (the ground truth of its CSDC check).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 
 import torch
@@ -35,7 +36,7 @@ from attnbook.data import synthetic as S
 from attnbook.data.spec import BenchmarkSpec, check_split
 
 __all__ = ["rerender", "minimal_sufficient_part_sets", "part_distance", "shared_parts", "keep_from_bits",
-           "twin_habitats"]
+           "twin_habitats", "hybrid_design", "HybridDesign"]
 
 
 def _scene_rows(spec: BenchmarkSpec, split: str, indices: Tensor,
@@ -161,3 +162,55 @@ def minimal_sufficient_part_sets(spec: BenchmarkSpec) -> list[list[tuple[int, ..
         result.append(found)
     return result
 
+
+
+@dataclass(frozen=True)
+class HybridDesign:
+    """Per class ``c``: the ``partner`` class [C] (−1: none) whose version of the parts ``donated`` [C, P] a hybrid
+    of ``c`` is drawn with, and the parts ``own`` [C, P] it keeps in ``c``'s version (disjoint, both non-empty,
+    together the parts on which ``c`` and the partner differ; parts they draw alike are in neither)."""
+
+    partner: Tensor
+    own: Tensor
+    donated: Tensor
+
+    def donors(self, labels: Tensor) -> Tensor:
+        """The ``donor`` argument of :func:`rerender` ``[N, P]`` that turns images of ``labels`` into hybrids."""
+        partner = self.partner[labels]
+        use = self.donated[labels] & (partner >= 0)[:, None]
+        return torch.where(use, partner[:, None].expand_as(use), torch.full_like(use, -1, dtype=torch.long))
+
+
+def hybrid_design(spec: BenchmarkSpec) -> HybridDesign:
+    """Hybrid birds for target sensitivity where no two classes share disjoint parts with a third (FunnyBirds'
+    TS, Hesse et al. 2023 §4.3, needs such a triple; the fine-grained analog has none at 10 classes).
+
+    A hybrid of class ``c`` is ``c``'s image with some parts drawn as its partner ``c2`` draws them, so it carries
+    parts of two classes: ``own`` (``c``'s, FunnyBirds' O1) and ``donated`` (``c2``'s, O2). The partner is the
+    first class after ``c`` (cyclic order) that differs from ``c`` in ≥ 2 parts, preferring one whose
+    identifying part differs from ``c``'s; a class's identifying parts are those on which it differs from a class
+    at part distance 1 (its confuser). ``own`` takes ``c``'s identifying parts, ``donated`` the partner's, the
+    other differing parts alternate (in part order) between the smaller of the two sets.
+    """
+    differ = part_distance(spec)  # [C, C, P]
+    num_classes, num_parts = differ.shape[0], differ.shape[2]
+    count = differ.sum(dim=2)
+    ident = (differ & (count == 1)[:, :, None]).any(dim=1)  # [C, P] parts that tell c from a confuser
+    partner = torch.full((num_classes,), -1, dtype=torch.long)
+    own = torch.zeros(num_classes, num_parts, dtype=torch.bool)
+    donated = torch.zeros_like(own)
+    for c in range(num_classes):
+        order = [(c + j) % num_classes for j in range(1, num_classes)]
+        ok = [c2 for c2 in order if int(count[c, c2]) >= 2]
+        if not ok:
+            continue
+        best = next((c2 for c2 in ok if (ident[c] & differ[c, c2]).any()
+                     and (ident[c2] & differ[c, c2] & ~ident[c]).any()), ok[0])
+        o1 = ident[c] & differ[c, best]
+        o2 = ident[best] & differ[c, best] & ~o1
+        for k in (differ[c, best] & ~o1 & ~o2).nonzero()[:, 0].tolist():
+            target = o1 if int(o1.sum()) < int(o2.sum()) else o2  # ties: the partner's set first
+            target[k] = True
+        if o1.any() and o2.any():
+            partner[c], own[c], donated[c] = best, o1, o2
+    return HybridDesign(partner, own, donated)

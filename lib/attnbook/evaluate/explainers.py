@@ -95,20 +95,32 @@ def posthoc_maps_fn(name: str, model: nn.Module, *, layer: LayerSpec | None = No
     return maps_fn
 
 
-def attention_maps_fn(model: nn.Module, map_index: int | None = None) -> MapFn:
+def attention_maps_fn(model: nn.Module, map_index: int | None = None, class_aware: bool = False) -> MapFn:
     """A map function for a model with ``attend(images) -> Attention`` (methods/base.py): the sum of
-    its N maps (``map_index=None``; BR-NPA's ranked maps, B-CNN's maps) or map ``map_index``."""
+    its N maps (``map_index=None``; BR-NPA's ranked maps, B-CNN's maps) or map ``map_index``.
+
+    ``class_aware``: the model's ``attend(images, labels=…)`` gives a map per requested class (Sharpen Focus:
+    its target map for ``labels``); called once per target column, the same map index each time. Otherwise the
+    maps are class-agnostic and one map answers every target."""
     if not callable(getattr(model, "attend", None)):
         raise TypeError(f"{type(model).__name__} has no attend(images) method (see attnbook.methods.base)")
 
+    def pick(maps: Tensor) -> Tensor:  # [B, N, h, w] -> [B, 1, h, w]
+        return maps.sum(dim=1, keepdim=True) if map_index is None else maps[:, map_index:map_index + 1]
+
     def maps_fn(images: Tensor, targets: Tensor) -> Tensor:
         targets = _targets(targets, images.shape[0])
+        size = tuple(images.shape[-2:])
+        if class_aware:  # no graph outside attend (a head that needs gradients enables them itself)
+            with torch.no_grad():
+                maps = torch.cat([pick(model.attend(images, labels=targets[:, t]).maps.detach())
+                                  for t in range(targets.shape[1])], dim=1)
+            return _finish(maps, size)
         with torch.no_grad():
             maps = model.attend(images).maps  # [B, N, h, w]
-        maps = maps.sum(dim=1, keepdim=True) if map_index is None else maps[:, map_index:map_index + 1]
-        return _finish(maps, tuple(images.shape[-2:])).expand(-1, targets.shape[1], -1, -1)
+        return _finish(pick(maps), size).expand(-1, targets.shape[1], -1, -1)
 
-    maps_fn.__name__ = f"attend[{'sum' if map_index is None else map_index}]"
+    maps_fn.__name__ = f"attend[{'sum' if map_index is None else map_index}{', per class' if class_aware else ''}]"
     return maps_fn
 
 

@@ -22,6 +22,13 @@ for a threshold ``t``. The quantities (all in [0, 1]):
 * **TS** — two classes c1, c2 sharing disjoint part sets O1, O2 with the true class; images where
   removing O1 does not hurt c1 more than removing O2 (and vice versa for c2) are skipped; then
   ``imp_c1(O1) > imp_c2(O1)`` and ``imp_c1(O2) < imp_c2(O2)`` each score 1; TS is the mean.
+  **Hybrid TS** (our adaptation, the default of :func:`attnbook.evaluate.evaluate`): where no such triple of
+  classes exists (the fine-grained analog at 10 classes), the image itself is made to carry parts of two
+  classes — :func:`attnbook.data.interventions.hybrid_design`: the true class c1 = c keeps its version of the
+  parts O1, its partner c2 donates its version of O2 — and the same rule (assumption check, then the two
+  comparisons) is applied to the hybrid, with the maps of c1 and c2 computed on the hybrid
+  (:class:`TargetSensitivityInputs`) and their part importances taken as shares of each map's total mass
+  (scale-free: "the map of c puts more of its mass on c's parts than the map of c2 does").
 * The threshold is the FIRST maximiser of ``(CSDC + PC + DC)/3 + D`` over ``linspace(0.01, 0.50, 80)``;
   Completeness ``= ((CSDC + PC + DC)/3 + D)/2``, Correctness = SD, Contrastivity = TS; their mean is
   FunnyBirds' headline.
@@ -39,6 +46,12 @@ Convention choices (where the paper or framework leave room, or our testbed diff
 4. Minimal sufficient sets exist for every class (the framework returns none for the last class).
 5. Maps are non-negative (see :mod:`attnbook.evaluate.explainers`); FunnyBirds sums signed maps.
 6. With no correctly classified image CSDC is NaN and counts as 0 in the threshold objective.
+
+Diagnostics beside the protocol's numbers: ``important_parts`` (mean number of parts the true-class explanation
+marks important at the chosen threshold) and ``completeness_empty`` — the completeness of the explanation that
+marks *nothing* important (CSDC 0, DC 0, D 1, PC = share of images whose prediction survives the removal of every
+part): the floor any map reaches by the threshold rule alone. :func:`oracle_importances` gives the causal
+ceiling: importances equal to the model's own single-deletion logit drops.
 """
 from __future__ import annotations
 
@@ -56,8 +69,9 @@ from attnbook.metrics import spearman
 THRESHOLDS = torch.linspace(0.01, 0.50, 80, dtype=torch.float64)  # FunnyBirds' 80 candidates
 LOGIT_SHARE = 0.05  # FunnyBirds: "irrelevant" = changes the logit by < 5 % of |logit|
 
-__all__ = ["THRESHOLDS", "FunnyBirdsResult", "PartImportance", "default_dilation", "funnybirds_scores",
-           "part_importances", "sufficient_set_table", "ts_classes"]
+__all__ = ["THRESHOLDS", "FunnyBirdsResult", "PartImportance", "TargetSensitivityInputs", "default_dilation",
+           "funnybirds_scores", "oracle_importances", "part_importances", "sufficient_set_table", "target_sensitivity",
+           "ts_classes"]
 
 
 def default_dilation(resolution: int) -> int:
@@ -126,6 +140,61 @@ class FunnyBirdsResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TargetSensitivityInputs:
+    """What TS needs per image: the classes ``c1``, ``c2`` [N] and their parts ``o1``, ``o2`` [N, P] (bool,
+    disjoint), ``pair`` [N] (False: no pair, skipped), the model's logits [N, K] on the explained image
+    (``base``) and on it with O1 (``without_o1``) or O2 (``without_o2``) removed, and the part importances
+    [N, P] of the maps of c1 (``imp1``) and c2 (``imp2``) on that image."""
+
+    c1: Tensor
+    c2: Tensor
+    o1: Tensor
+    o2: Tensor
+    pair: Tensor
+    base: Tensor
+    without_o1: Tensor
+    without_o2: Tensor
+    imp1: Tensor
+    imp2: Tensor
+
+
+def target_sensitivity(ts: TargetSensitivityInputs) -> tuple[Tensor, Tensor]:
+    """FunnyBirds' TS rule (§4.3 and its framework's ``target_sensitivity_protocol``) per image: the mean of
+    ``[imp_c1(O1) > imp_c2(O1)]`` and ``[imp_c1(O2) < imp_c2(O2)]`` ``[N]``, and whether the image counts
+    (a pair exists and removing O1 lowers c1 more than removing O2, and removing O2 lowers c2 more) ``[N]``."""
+    rows = torch.arange(ts.c1.shape[0])
+    c1, c2 = ts.c1.clamp(min=0), ts.c2.clamp(min=0)
+    o1, o2 = ts.o1 & ts.pair[:, None], ts.o2 & ts.pair[:, None]
+    drop_c1_rm1 = ts.without_o1[rows, c1] - ts.base[rows, c1]
+    drop_c1_rm2 = ts.without_o2[rows, c1] - ts.base[rows, c1]
+    drop_c2_rm1 = ts.without_o1[rows, c2] - ts.base[rows, c2]
+    drop_c2_rm2 = ts.without_o2[rows, c2] - ts.base[rows, c2]
+    valid = ts.pair & (drop_c1_rm1 < drop_c1_rm2) & (drop_c2_rm2 < drop_c2_rm1)
+    imp1, imp2 = ts.imp1.double(), ts.imp2.double()
+    on_o1 = ((imp1 * o1).sum(1) > (imp2 * o1).sum(1)).double()
+    on_o2 = ((imp1 * o2).sum(1) < (imp2 * o2).sum(1)).double()
+    return (on_o1 + on_o2) / 2, valid
+
+
+def oracle_importances(variants: VariantLogits, targets: Tensor, swaps: Tensor) -> PartImportance:
+    """The causal ceiling: importance of part k for class ``targets[:, t]`` = the model's logit drop when k alone
+    is removed (clipped at 0), of the background = the mean drop over the habitat swaps ``swaps`` [N, V]
+    (clipped); total = their sum. [N, T, P] — what a map would attribute if it knew the model's answers."""
+    n = targets.shape[0]
+    rows = torch.arange(n)
+    original = variants.parts(rows, torch.full_like(rows, variants.full))  # [N, K]
+    deleted = variants.single_deletions()  # [N, P, K]
+    drops = (original[:, None, :] - deleted).clamp(min=0)  # [N, P, K]
+    parts = drops.gather(2, targets[:, None, :].expand(-1, drops.shape[1], -1)).transpose(1, 2)  # [N, T, P]
+    if swaps.numel():
+        swapped = variants.habitats(rows[:, None].expand_as(swaps), swaps).view(*swaps.shape, -1)  # [N, V, K]
+        bg = (original[:, None, :] - swapped).clamp(min=0).mean(dim=1).gather(1, targets)  # [N, T]
+    else:
+        bg = torch.zeros(targets.shape, dtype=parts.dtype)
+    return PartImportance(parts=parts, background=bg, total=parts.sum(dim=2) + bg)
+
+
 def _important(imp: Tensor, total: Tensor, thresholds: Tensor) -> Tensor:  # [N, E], [N] -> [N, L, E]
     return imp.double()[:, None, :] > thresholds[None, :, None] * total.double()[:, None, None]
 
@@ -136,13 +205,15 @@ def _irrelevant(original: Tensor, changed: Tensor) -> Tensor:
 
 
 def funnybirds_scores(variants: VariantLogits, labels: Tensor, logits: Tensor, imp: PartImportance,
-                      sufficient_sets: Tensor, ts_pairs: Tensor, swaps: Tensor,
-                      thresholds: Tensor = THRESHOLDS) -> FunnyBirdsResult:
+                      sufficient_sets: Tensor, ts_pairs: Tensor | None, swaps: Tensor,
+                      thresholds: Tensor = THRESHOLDS,
+                      ts: TargetSensitivityInputs | None = None) -> FunnyBirdsResult:
     """All FunnyBirds quantities (module docstring) for N images.
 
-    ``imp`` holds importances for targets ``[true, predicted, ts1, ts2]`` (T = 4; any class where a TS
-    class is missing); ``sufficient_sets`` ``[C, S, P]`` (:func:`sufficient_set_table`); ``ts_pairs``
-    ``[N, 2]`` (−1: none); ``swaps`` ``[N, V]`` habitats for the background interventions.
+    ``imp`` holds importances for targets ``[true, predicted, …]``; ``sufficient_sets`` ``[C, S, P]``
+    (:func:`sufficient_set_table`); ``swaps`` ``[N, V]`` habitats for the background interventions. TS: from
+    ``ts`` if given (e.g. the hybrid images), else FunnyBirds' own rule on the unchanged images with ``ts_pairs``
+    ``[N, 2]`` (−1: none) and ``imp`` for targets ``[true, predicted, ts1, ts2]``; neither: NaN.
     """
     n = labels.shape[0]
     rows = torch.arange(n)
@@ -203,39 +274,47 @@ def funnybirds_scores(variants: VariantLogits, labels: Tensor, logits: Tensor, i
     rho = spearman(drop.double(), imp.parts[:, 0].double())  # NaN if either is constant
     sd_img = 0.5 * rho + 0.5
 
-    ts_img, ts_valid = _target_sensitivity(variants, labels, logits, imp, ts_pairs)
+    if ts is None and ts_pairs is not None:
+        ts = _shared_part_inputs(variants, labels, logits, imp, ts_pairs)
+    n_pairs = int(ts.pair.sum()) if ts is not None else 0
+    if ts is not None:
+        ts_img, ts_valid = target_sensitivity(ts)
+    else:
+        ts_img, ts_valid = torch.full((n,), float("nan"), dtype=torch.float64), torch.zeros(n, dtype=torch.bool)
+
+    # Diagnostics: how many parts the chosen threshold marks, and the completeness of marking none.
+    n_important = float(important_true[:, best].sum(dim=1).double().mean())
+    pc_empty = float((variants.parts(rows, torch.zeros_like(rows)).argmax(dim=1) == pred).double().mean())
 
     csdc, pc_s, dc_s, d = (float(curves[k][best]) for k in ("csdc", "pc", "dc", "d"))
     sd = float(torch.nanmean(sd_img)) if (~sd_img.isnan()).any() else float("nan")
-    ts = float(ts_img[ts_valid].mean()) if ts_valid.any() else float("nan")
+    ts_score = float(ts_img[ts_valid].mean()) if ts_valid.any() else float("nan")
     completeness = ((csdc + pc_s + dc_s) / 3 + d) / 2
     scores = {"accuracy": float(correct.double().mean()), "csdc": csdc, "pc": pc_s, "dc": dc_s, "d": d,
-              "bi": bi, "sd": sd, "ts": ts, "completeness": completeness, "correctness": sd,
-              "contrastivity": ts, "mean_xai": (completeness + sd + ts) / 3}
+              "bi": bi, "sd": sd, "ts": ts_score, "completeness": completeness, "correctness": sd,
+              "contrastivity": ts_score, "mean_xai": (completeness + sd + ts_score) / 3, "important_parts": n_important,
+              "completeness_empty": ((0 + pc_empty + 0) / 3 + 1) / 2,
+              "ts_valid": float(ts_valid.double().mean()) if n else float("nan")}
     per_image = {"sd": sd_img, "ts": ts_img.masked_fill(~ts_valid, float("nan")), "csdc": csdc_img[:, best],
                  "pc": pc[:, best], "dc": dc[:, best], "j": j[:, best].masked_fill(~has_irr, float("nan")),
                  "drop": drop, "irrelevant": irrelevant}
     counts = {"images": n, "correct": int(correct.sum()), "with_irrelevant": int(has_irr.sum()),
-              "sd_defined": int((~sd_img.isnan()).sum()), "ts_pairs": int((ts_pairs[:, 0] >= 0).sum()),
+              "sd_defined": int((~sd_img.isnan()).sum()), "ts_pairs": n_pairs,
               "ts_valid": int(ts_valid.sum()), "background_swaps": int(swaps.numel())}
     return FunnyBirdsResult(scores, float(thresholds[best]), curves, per_image, counts)
 
 
-def _target_sensitivity(variants: VariantLogits, labels: Tensor, logits: Tensor, imp: PartImportance,
-                        ts_pairs: Tensor) -> tuple[Tensor, Tensor]:
-    """Per image TS score (mean of the two comparisons) and whether FunnyBirds' assumption held."""
-    n = labels.shape[0]
-    rows = torch.arange(n)
+def _shared_part_inputs(variants: VariantLogits, labels: Tensor, logits: Tensor, imp: PartImportance,
+                        ts_pairs: Tensor) -> TargetSensitivityInputs:
+    """FunnyBirds' own TS setting: the unchanged image of class y, classes c1, c2 sharing the disjoint parts
+    O1, O2 with y, importances of the maps of c1 and c2 (targets 2 and 3 of ``imp``)."""
+    rows = torch.arange(labels.shape[0])
     shared = shared_parts(variants.spec)
     has = ts_pairs[:, 0] >= 0
     c1, c2 = ts_pairs[:, 0].clamp(min=0), ts_pairs[:, 1].clamp(min=0)
     o1, o2 = shared[labels, c1] & has[:, None], shared[labels, c2] & has[:, None]  # [N, P]
-    l1 = variants.parts(rows, variants.full ^ bits_of(o1))  # O1 removed
-    l2 = variants.parts(rows, variants.full ^ bits_of(o2))
-    drop_c1_rm1, drop_c1_rm2 = l1[rows, c1] - logits[rows, c1], l2[rows, c1] - logits[rows, c1]
-    drop_c2_rm1, drop_c2_rm2 = l1[rows, c2] - logits[rows, c2], l2[rows, c2] - logits[rows, c2]
-    valid = has & (drop_c1_rm1 < drop_c1_rm2) & (drop_c2_rm2 < drop_c2_rm1)
-    imp1, imp2 = imp.parts[:, 2].double(), imp.parts[:, 3].double()  # maps for c1, c2
-    on_o1 = ((imp1 * o1).sum(1) > (imp2 * o1).sum(1)).double()
-    on_o2 = ((imp1 * o2).sum(1) < (imp2 * o2).sum(1)).double()
-    return (on_o1 + on_o2) / 2, valid
+    return TargetSensitivityInputs(
+        c1=c1, c2=c2, o1=o1, o2=o2, pair=has, base=logits,
+        without_o1=variants.parts(rows, variants.full ^ bits_of(o1)),
+        without_o2=variants.parts(rows, variants.full ^ bits_of(o2)),
+        imp1=imp.parts[:, 2], imp2=imp.parts[:, 3])

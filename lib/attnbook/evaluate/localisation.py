@@ -17,9 +17,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnbook.metrics import far, mass_in_region, pointing_game
+from attnbook.metrics import (
+    far,
+    landmark_regression_error,
+    map_centroids,
+    mass_in_region,
+    pointing_game,
+    scale_by_bbox,
+)
 
-__all__ = ["localisation", "relevance_mass_accuracy", "relevance_rank_accuracy"]
+__all__ = ["landmark_error", "localisation", "part_centres", "relevance_mass_accuracy", "relevance_rank_accuracy"]
 
 
 def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
@@ -68,3 +75,25 @@ def localisation(maps: Tensor, truth: dict[str, Tensor]) -> dict[str, Tensor]:
         out["pointing_disc"] = pointing_game(maps, disc)
         out["mass_disc"] = mass_in_region(maps, disc).masked_fill(~disc.flatten(1).any(dim=1), float("nan"))
     return out
+
+
+def part_centres(maps: Tensor, image_size: int, bbox: Tensor) -> Tensor:
+    """Centres of mass ``[N, K, 2]`` of part maps ``[N, K, h, w]`` in image pixels, box-normalised
+    (``(p − (x0, y0)) / (w, h)``, the CUB protocol); an empty map's centre is the image centre."""
+    points = map_centroids(maps.float().clamp(min=0), (image_size, image_size)).nan_to_num(image_size / 2)
+    return scale_by_bbox(points, bbox.float())
+
+
+def landmark_error(fit_maps: Tensor, fit_truth: dict[str, Tensor], test_maps: Tensor,
+                   test_truth: dict[str, Tensor]) -> float:
+    """Landmark error from map centroids (Region Grouping, Huang & Li 2020, §4, Tables 2/4, CUB variant): a
+    linear regressor per landmark from the K part centres (:func:`part_centres`) to the landmark, fitted on its
+    visible instances of ``fit_*`` and applied to ``test_*``; mean L2 error in % of the box size. Part maps
+    ``[N, K, h, w]``; truth dicts hold ``image``, ``bbox``, ``landmarks``, ``landmark_visible``."""
+    size = fit_truth["image"].shape[-1]
+    error = landmark_regression_error(
+        part_centres(fit_maps, size, fit_truth["bbox"]), scale_by_bbox(fit_truth["landmarks"], fit_truth["bbox"]),
+        part_centres(test_maps, size, test_truth["bbox"]),
+        scale_by_bbox(test_truth["landmarks"], test_truth["bbox"]),
+        fit_visible=fit_truth["landmark_visible"], test_visible=test_truth["landmark_visible"], per_landmark=True)
+    return 100 * error

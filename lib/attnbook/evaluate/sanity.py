@@ -19,7 +19,7 @@ have ``reset_parameters`` in ``named_modules`` order, reversed (top-down); the g
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -73,14 +73,16 @@ def randomisable_layers(model: nn.Module) -> list[str]:
 
 def cascading_randomisation(model: nn.Module, make_maps: Callable[[nn.Module, Tensor, Tensor], Tensor],
                             images: Tensor, targets: Tensor, *, seed: int = 42,
-                            layers: list[str] | None = None) -> dict[str, dict[str, Tensor]]:
+                            layers: list[str] | None = None,
+                            at: Collection[str] | None = None) -> dict[str, dict[str, Tensor]]:
     """Similarity of the maps after re-initialising ``layers`` (default :func:`randomisable_layers`)
     cumulatively, top-down, with the original maps.
 
     ``make_maps(model, images, targets) -> [B, H, W]`` builds the explanation on a given model (e.g.
     ``lambda m, x, t: posthoc_maps_fn("gradcam", m, layer="layer3")(x, t)[:, 0]``). Returns, per layer
     name in randomisation order, :func:`map_similarity` of the maps of the model randomised down to that
-    layer with those of the intact model.
+    layer with those of the intact model. ``at``: compare only after these layers' resets (every layer is still
+    reset, in order; the maps — the cost — are computed only there), e.g. the first and the last layer.
     """
     original = make_maps(model, images, targets).detach()
     randomised = copy.deepcopy(model)
@@ -89,7 +91,8 @@ def cascading_randomisation(model: nn.Module, make_maps: Callable[[nn.Module, Te
     for name in layers if layers is not None else randomisable_layers(model):
         torch.manual_seed(seed + 1)
         modules[name].reset_parameters()
-        out[name] = map_similarity(original, make_maps(randomised, images, targets).detach())
+        if at is None or name in at:
+            out[name] = map_similarity(original, make_maps(randomised, images, targets).detach())
     return out
 
 

@@ -18,7 +18,23 @@ from attnbook.ledger import record_claim, record_not_run
 from attnbook.runs import RunRecorder
 
 Results = dict[int, dict[str, MethodResult]]  # seed -> method -> result
-TABLE_METRICS = ("accuracy",) + LOCALISATION + FUNNYBIRDS + ("images_per_second",)
+TABLE_METRICS = ("accuracy",) + LOCALISATION + FUNNYBIRDS + ("landmark", "images_per_second")
+SANITY = ("sanity_top", "sanity_full", "label_spearman", "label_ssim")
+DIGITS = {"images_per_second": 0, "landmark": 1, "far": 2}  # decimals of a metric's cells (default 3)
+HEADERS = {  # short column headers of the page tables
+    "pointing_object": "pointing (object)", "pointing_disc": "pointing (disc)", "mass_object": "mass (object)",
+    "mass_disc": "mass (disc)", "rank_object": "rank (object)", "landmark": "landmark %", "twin_spearman": "twin ρ",
+    "twin_ssim": "twin SSIM", "mean_xai": "mean score", "important_parts": "parts marked", "sanity_top": "top ρ",
+    "sanity_full": "all layers ρ", "label_spearman": "labels ρ", "label_ssim": "labels SSIM",
+    "images_per_second": "images/s"}
+# The method × metric table in page-width pieces (methods as rows, at most 5 metrics each).
+TABLE_GROUPS = {
+    "localisation on truth": ("accuracy", "pointing_object", "pointing_disc", "mass_object", "mass_disc"),
+    "localisation (cont.) and landmarks": ("rank_object", "far", "landmark", "twin_spearman", "twin_ssim"),
+    "FunnyBirds: completeness": ("csdc", "pc", "dc", "d", "completeness"),
+    "FunnyBirds: the other dimensions": ("bi", "sd", "ts", "mean_xai", "important_parts"),
+    "sanity checks and cost": SANITY + ("images_per_second",),
+}
 
 
 def per_seed(results: Results) -> pd.DataFrame:
@@ -31,8 +47,8 @@ def per_seed(results: Results) -> pd.DataFrame:
             row = {"seed": seed, "method": method, "family": r.family}
             row.update({k: aligned.get(k, math.nan) for k in TABLE_METRICS})
             row.update({f"{k}_conflicting": conflicting.get(k, math.nan) for k in ("accuracy",) + LOCALISATION})
-            row.update({f"twin_{k}": v for k, v in r.twin_similarity.items()})
-            row.update(r.sanity)
+            row.update({f"twin_{k}": r.twin_similarity.get(k, math.nan) for k in ("spearman", "ssim")})
+            row.update({k: r.sanity.get(k, math.nan) for k in SANITY})
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -50,21 +66,32 @@ def _ci(values: np.ndarray) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
-def main_table(table: pd.DataFrame, metrics: tuple[str, ...] = TABLE_METRICS) -> pd.DataFrame:
-    """Method × metric: ``mean [low, high]`` over seeds (strings), methods in the table's order; plus one row per
-    method not run (:data:`~.config.NOT_RUN`) with the reason."""
+def main_table(table: pd.DataFrame, metrics: tuple[str, ...] = TABLE_METRICS, drop_empty: bool = False,
+               digits: int = 3) -> pd.DataFrame:
+    """Method × metric: ``mean ± half-width`` of the Student t 95 % CI over seeds (strings; the CI is symmetric,
+    so this is ``[mean − h, mean + h]``), methods in the table's order; ``drop_empty``: leave out methods with no
+    value in ``metrics``; plus one row per method not run (:data:`~.config.NOT_RUN`) with the reason."""
     out = {}
     for method, group in table.groupby("method", sort=False):
         cells = {}
         for m in metrics:
-            mean, low, high = _ci(group[m].to_numpy(dtype=float))
-            cells[m] = "—" if not np.isfinite(mean) else f"{mean:.3f}" if not np.isfinite(low) else \
-                f"{mean:.3f} [{low:.3f}, {high:.3f}]"
-        out[method] = cells
+            mean, low, high = _ci(group[m].to_numpy(dtype=float)) if m in group else (math.nan,) * 3
+            d = DIGITS.get(m, digits)
+            cells[m] = "—" if not np.isfinite(mean) else f"{mean:.{d}f}" if not np.isfinite(low) else \
+                f"{mean:.{d}f} ± {(high - low) / 2:.{d}f}"
+        if not drop_empty or any(v != "—" for v in cells.values()):
+            out[method] = cells
     frame = pd.DataFrame(out).T
     for method, why in NOT_RUN.items():
         frame.loc[method] = ["not run yet: " + why] + ["—"] * (len(metrics) - 1)
     return frame
+
+
+def main_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """:func:`main_table` in the page-width pieces of :data:`TABLE_GROUPS` (methods without a value in a piece
+    left out of it), columns under the short headers of :data:`HEADERS`."""
+    return {title: main_table(table, metrics, drop_empty=True).rename(columns=HEADERS)
+            for title, metrics in TABLE_GROUPS.items()}
 
 
 def reference_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -74,9 +101,10 @@ def reference_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([reference, means])
 
 
-def ranking(table: pd.DataFrame, metric: str = "completeness") -> pd.DataFrame:
-    """Methods by their seed mean of ``metric``; each compared with the leader, paired t over seeds."""
-    means = table.groupby("method")[metric].mean().sort_values(ascending=False)
+def ranking(table: pd.DataFrame, metric: str = "mean_xai") -> pd.DataFrame:
+    """Methods by their seed mean of ``metric`` (default FunnyBirds' mean of completeness, correctness and
+    contrastivity; methods without it left out); each compared with the leader, paired t over seeds."""
+    means = table.groupby("method")[metric].mean().dropna().sort_values(ascending=False)
     leader = means.index[0]
     lead = table[table.method == leader].sort_values("seed")[metric].to_numpy(dtype=float)
     rows = []
@@ -95,8 +123,12 @@ def conflicting_shift(table: pd.DataFrame) -> pd.DataFrame:
     and how similar each method's map is across the twins (Spearman, SSIM)."""
     cols = ["mass_object", "mass_object_conflicting", "pointing_object", "pointing_object_conflicting",
             "twin_spearman", "twin_ssim"]
-    frame = table.groupby("method", sort=False)[cols].mean()
-    frame["mass_object_change"] = frame["mass_object_conflicting"] - frame["mass_object"]
+    frame = table.groupby("method", sort=False)[cols].mean().dropna(how="all")
+    frame.insert(2, "mass_object_change", frame["mass_object_conflicting"] - frame["mass_object"])
+    frame.columns = pd.MultiIndex.from_tuples([  # two header rows: the table reads at page width
+        ("mass on object", "aligned"), ("mass on object", "conflicting"), ("mass on object", "change"),
+        ("pointing game", "aligned"), ("pointing game", "conflicting"), ("twin similarity", "Spearman"),
+        ("twin similarity", "SSIM")])
     return frame
 
 
@@ -107,12 +139,18 @@ def record_numbers(recorder: RunRecorder, table: pd.DataFrame) -> None:
     recorder.number("accuracy/gap/test_aligned", means.loc["gradcam", "accuracy"])
     recorder.number("accuracy/gap/test_conflicting", means.loc["gradcam", "accuracy_conflicting"])
     for method in means.index:
-        for metric in ("mass_object", "pointing_object", "completeness", "sd", "ts", "mean_xai", "sanity_full",
-                       "twin_spearman", "images_per_second"):
+        for metric in ("mass_object", "pointing_object", "completeness", "completeness_empty", "important_parts",
+                       "sd", "ts", "ts_valid", "mean_xai", "sanity_full", "label_spearman", "twin_spearman",
+                       "landmark", "images_per_second"):
             value = means.loc[method, metric]
             if np.isfinite(value):
                 recorder.number(f"{metric}/{method}", value)
     recorder.numbers({k: v for k, v in FUNNYBIRDS_REFERENCE.items()}, prefix="funnybirds/")
+    for metric, label in (("ts", "TS"), ("mean_xai", "mean score"), ("landmark", "landmark error"),
+                          ("label_spearman", "Spearman after label randomisation")):
+        recorder.text(f"list/{metric}", ", ".join(f"{m} {v:.3f}" for m, v in means[metric].dropna()
+                                                   .sort_values(ascending=metric == "landmark").items()) or
+                      f"no finite {label} in this run")
     recorder.number("run/n_seeds", table.seed.nunique())
 
 
@@ -151,6 +189,10 @@ def record_claims(recorder: RunRecorder, table: pd.DataFrame, config: CompareCon
          "pointing_object", "increase", "pointing game on the object mask; effect = Region Grouping − Guided Grad-CAM"),
         ("compare-brnpa-table1", "BR-NPA", "Table 1: BR-NPA is more accurate than B-CNN", PAPER["brnpa_table1"],
          "bcnn", "brnpa", "accuracy", "increase", "bias-aligned test accuracy; effect = BR-NPA − B-CNN"),
+        ("compare-rg-landmark-over-activation", "Region Grouping", "Tables 2/4: Region Grouping's parts localise "
+         "landmarks better than the backbone's own feature channels (landmark error from the part centroids)",
+         PAPER["rg_table2"], "activation", "region_grouping", "landmark", "decrease",
+         "effect = Region Grouping − the plain CNN's top-5 activation channels (% of the box; lower is better)"),
         ("compare-eat-far-over-gradcam", "EAT", "EAT's class map (Grad-CAM through the attribute heads) puts "
          "more mass on the object than the plain CNN's Grad-CAM", "FAR base → EAT 3.44 → 5.39 (ResNet18, CUB)",
          "gradcam", "eat", "mass_object", "increase", "effect = EAT − plain CNN Grad-CAM, same frozen trunk"),
@@ -168,7 +210,18 @@ def record_claims(recorder: RunRecorder, table: pd.DataFrame, config: CompareCon
                    paper_value=PAPER["brnpa_table6"], setting=setting,
                    why="this chapter's trunk gives 6×6 maps (no high-resolution distilled models); sparsity "
                        "(max/mean of the norm-weighted mean map) is not computed by the engine yet")
-    record_not_run(recorder, id="compare-sf-over-gradcam", paper="Sharpen Focus",
-                   claim="Sharpen Focus's trained attention separates target and confuser better than Grad-CAM",
-                   paper_value="Table 1: + Grad-CAM attention 74.02 → + A_px 76.24 (CIFAR-100)",
-                   why=NOT_RUN["sharpen_focus"], setting=setting)
+    evidence, ours = _pair(table, "gradcam", "sharpen_focus", "ts")
+    if evidence is None and not {"gradcam", "sharpen_focus"} <= set(table.method):
+        record_not_run(recorder, id="compare-sf-over-gradcam", paper="Sharpen Focus",
+                       claim="Sharpen Focus's attention separates the classes better than Grad-CAM",
+                       paper_value="Table 1: + Grad-CAM attention 74.02 → + A_px 76.24 (CIFAR-100)",
+                       why="sharpen_focus or gradcam not scored by this profile", setting=setting)
+    else:
+        record_claim(recorder, id="compare-sf-over-gradcam", paper="Sharpen Focus",
+                     claim="Sharpen Focus's attention (A_ch) separates the classes better than Grad-CAM — analog: "
+                           "FunnyBirds' target sensitivity on hybrid birds",
+                     paper_value="Table 1: + Grad-CAM attention 74.02 → + A_px 76.24 (CIFAR-100)", ours=ours,
+                     setting=setting, expect="increase", evidence=evidence,
+                     note="effect = Sharpen Focus head − plain CNN Grad-CAM; the head is trained with cross-entropy "
+                          "on the frozen shared trunk (its attention losses need the inner layer and the trunk's "
+                          "gradient), so this tests its attention, not its training")

@@ -25,6 +25,7 @@ def figure_spiders(table: pd.DataFrame, reference: dict[str, float] | None = Non
     """One polar panel per method: seed means of FunnyBirds' quantities (0 at the centre, 1 at the rim; a NaN
     quantity drawn at 0 and its label marked "n/a"); the published reference row dashed in every panel."""
     means = table.groupby("method", sort=False)[list(SPIDER_AXES)].mean()
+    means = means[np.isfinite(means.to_numpy(dtype=float)).any(axis=1)]  # landmark-only baselines have none
     rows = math.ceil(len(means) / cols)
     angles = np.linspace(0, 2 * np.pi, len(SPIDER_AXES), endpoint=False)
     closed = np.append(angles, angles[0])

@@ -6,6 +6,9 @@ Chapter: ``nbs/06_compare.ipynb``. Configuration: :mod:`attnbook.chapters.compar
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -56,13 +59,54 @@ class CompareModel(nn.Module):
         """``[B, 3, H, W] -> [B, K]`` logits."""
         return self.head(self.trunk(images))
 
-    def attend(self, images: torch.Tensor) -> Attention:
+    def attend(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> Attention:
         """The head's :class:`~attnbook.methods.base.Attention` on the trunk's features of ``images``, its maps
-        replaced by ``extras[scored]`` when the head has one."""
-        att = self.head.attend(self.trunk(images))
+        replaced by ``extras[scored]`` when the head has one; ``labels`` go to a class-aware head's ``attend``
+        (Sharpen Focus: the map of that class instead of the prediction's)."""
+        features = self.trunk(images)
+        att = self.head.attend(features) if labels is None else self.head.attend(features, labels=labels)
         if self.scored is None:
             return att
         return Attention(att.logits, att.extras[self.scored], (self.scored,), att.extras)
+
+    def part_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """The head's own maps ``[B, N, h, w]`` (feature resolution), whatever map this chapter scores."""
+        return self.head.attend(self.trunk(images)).maps
+
+
+class SharedTrunk(nn.Module):
+    """The plain CNN's frozen trunk shared by every head of one seed, with a cache of its features by input
+    *content* (outside autograd only): the heads' maps and their counterfactual logits read the same rendered
+    images, so the trunk runs once per distinct batch instead of once per head. The key holds the wrapper's
+    identity and its parameters' version counters, so a deep copy whose layers are re-initialised (the
+    randomisation checks) never reads stale features."""
+
+    def __init__(self, trunk: nn.Module, capacity: int = 64) -> None:
+        super().__init__()
+        self.trunk, self.capacity = trunk, capacity
+        self._cache: dict[tuple, tuple[torch.Tensor, int]] = {}
+
+    def __deepcopy__(self, memo: dict) -> SharedTrunk:
+        """A copy of the trunk with an empty cache (the randomisation checks copy, then re-initialise)."""
+        return SharedTrunk(copy.deepcopy(self.trunk, memo), self.capacity).train(self.training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The trunk's features of ``images`` (cached when no gradient is recorded; a cached tensor that was
+        changed in place since is recomputed)."""
+        if torch.is_grad_enabled() or self.training:
+            return self.trunk(images)
+        contiguous = images.detach().contiguous()
+        key = (id(self), tuple(images.shape), images.dtype, str(images.device),
+               tuple(p._version for p in self.trunk.parameters()),
+               hashlib.sha1(contiguous.cpu().numpy().tobytes()).hexdigest())
+        hit = self._cache.get(key)
+        if hit is None or hit[0]._version != hit[1]:
+            if hit is None and len(self._cache) >= self.capacity:
+                self._cache.pop(next(iter(self._cache)))
+            out = self.trunk(images)
+            self._cache[key] = (out, out._version)
+            return out
+        return hit[0]
 
 
 def train_config(config: CompareConfig, seed: int, epochs: int) -> TrainConfig:
@@ -113,8 +157,8 @@ def build_head(config: CompareConfig, kind: str, bench: Benchmark) -> nn.Module:
 def train_head(config: CompareConfig, bench: Benchmark, plain: CompareModel, features: SyntheticSplit, kind: str,
                seed: int, checkpoint_dir: Path | None, context: Mapping[str, Any] | None = None) -> CompareModel:
     """Head ``kind`` trained on the cached features of ``plain``'s frozen trunk (cross-entropy; EAT: Eq. 7's
-    ``l_c + l_a``; Region Grouping: CE + 0.5·L_W, §3.4 with the CUB code's weight), returned on a copy of the
-    trunk so the model takes images."""
+    ``l_c + l_a``; Region Grouping: CE + 0.5·L_W, §3.4 with the CUB code's weight), returned on ``plain``'s trunk
+    (one :class:`SharedTrunk` for every head of the seed) so the model takes images."""
     seed_everything(seed)
     head = build_head(config, kind, bench)
     if kind == "region_grouping":
@@ -128,23 +172,44 @@ def train_head(config: CompareConfig, bench: Benchmark, plain: CompareModel, fea
     fit(trainee, features, train_config(config, seed, config.head_epochs), objective=objective,
         checkpoint_dir=_directory(checkpoint_dir, f"{kind}-seed{seed}"),
         context={"config": config, "data_key": bench.spec.key(), "kind": kind, **(context or {})})
-    trunk = small_trunk(config.width)
-    trunk.load_state_dict(plain.trunk.state_dict())
-    return CompareModel(trunk, head, SCORED_EXTRAS.get(kind)).eval().to(next(plain.parameters()).device)
+    return CompareModel(shared_trunk(plain), head, SCORED_EXTRAS.get(kind)).eval().to(next(plain.parameters()).device)
+
+
+def shared_trunk(plain: CompareModel) -> SharedTrunk:
+    """One :class:`SharedTrunk` per plain CNN (made on the first call), holding the plain CNN's trunk module."""
+    if not hasattr(plain, "_shared_trunk"):
+        object.__setattr__(plain, "_shared_trunk", SharedTrunk(plain.trunk))
+    return plain._shared_trunk
+
+
+def random_label_split(data: SyntheticSplit, seed: int) -> SyntheticSplit:
+    """Adebayo et al. §3.2's data randomisation: ``data`` with its labels permuted
+    (:func:`attnbook.evaluate.permuted_labels`, same generator) and each image's attributes moved with its label,
+    so every image-label link is broken while the class frequencies stay."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    tensors = dict(data.tensors)
+    tensors[R.LABEL] = data.tensors[R.LABEL][order]
+    if R.ATTRIBUTES in tensors:
+        tensors[R.ATTRIBUTES] = data.tensors[R.ATTRIBUTES][order]
+    return SyntheticSplit(f"{data.name}-random-labels", tensors, data.habitats)
 
 
 def train_seed(config: CompareConfig, bench: Benchmark, seed: int, checkpoint_dir: Path | None,
-               context: Mapping[str, Any] | None = None) -> dict[str, CompareModel]:
-    """Every model of one seed: ``{"gap": plain CNN, head kind: trunk + head}``."""
-    plain = train_plain(config, bench, seed, checkpoint_dir, context)
-    features = cached_features(plain.trunk, bench.train)
+               context: Mapping[str, Any] | None = None, random_labels: bool = False) -> dict[str, CompareModel]:
+    """Every model of one seed: ``{"gap": plain CNN, head kind: trunk + head}``; ``random_labels``: the same
+    models trained on :func:`random_label_split` (the label-randomisation check)."""
+    data = dataclasses.replace(bench, train=random_label_split(bench.train, seed)) if random_labels else bench
+    directory = _directory(checkpoint_dir, "random-labels") if random_labels else checkpoint_dir
+    plain = train_plain(config, data, seed, directory, context)
+    features = cached_features(plain.trunk, data.train)
     models = {"gap": plain}
     for kind in config.heads:
-        models[kind] = train_head(config, bench, plain, features, kind, seed, checkpoint_dir, context)
+        models[kind] = train_head(config, data, plain, features, kind, seed, directory, context)
     return models
 
 
 def train_all(config: CompareConfig, bench: Benchmark, checkpoint_dir: Path | None,
-              context: Mapping[str, Any] | None = None) -> dict[int, dict[str, CompareModel]]:
-    """``{seed: {model kind: model}}`` for every training seed."""
-    return {s: train_seed(config, bench, s, checkpoint_dir, context) for s in seeds(config)}
+              context: Mapping[str, Any] | None = None,
+              random_labels: bool = False) -> dict[int, dict[str, CompareModel]]:
+    """``{seed: {model kind: model}}`` for every training seed (``random_labels``: on permuted labels)."""
+    return {s: train_seed(config, bench, s, checkpoint_dir, context, random_labels) for s in seeds(config)}
