@@ -1,11 +1,12 @@
 """Chapter 1's pieces on hand-made inputs (the smoke run of the notebook covers the rest)."""
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from attnbook.chapters.eat import claims, evaluation, pipeline
 from attnbook.chapters.eat import config as eat_config
-from attnbook.chapters.eat.data import EATTask, first_records
+from attnbook.chapters.eat.data import EATTask, explained_indices, first_records
 from attnbook.config import ConfigError, resolve
 from attnbook.data.synthetic import make_benchmark, spec_for
 from attnbook.ledger import check_row
@@ -115,11 +116,89 @@ def test_every_paper_number_has_a_row_and_rows_keep_the_rules(tmp_path):
     claims.record_claims(recorder, pd.DataFrame(rows), eat_config.PROFILES["smoke"], majority=0.8)
     ids = [c.id for c in recorder.claims]
     assert sum(len(v) for t in (claims.TABLE_II, claims.TABLE_III, claims.TABLE_IV) for v in t.values()) == 33
-    assert len(ids) == len(set(ids)) == 33 + 7
+    assert len(ids) == len(set(ids)) == 33 + 1 + 7  # + SUN's FAR row ("not run": no masks)
     assert all(check_row(vars(c)) is None for c in recorder.claims)
     status = {c.id: c.status for c in recorder.claims}
     assert status["eat-table2-analog-test_aligned"] == "reproduced"  # +0.1 … +0.115: paired t
     assert status["eat-ear-true"] == "inconclusive"  # identical hit rates
+    assert status["eat-table2-sun-resnet18"] == status["eat-table4-sun"] == "not run"
+
+
+def test_sun_rows_are_measured_when_the_paper_profile_reads_it(tmp_path):
+    recorder = RunRecorder(notebook="01_eat", run_dir=tmp_path, params={}, profile="paper", seed=0, config={},
+                           device="cpu")
+    config = eat_config.PROFILES["paper"]
+    cub = pd.DataFrame([{"model": m, "seed": s, "acc_test": 0.5 + 0.1 * (m == "eat") + 0.01 * s * (m == "eat"),
+                         "attr_acc": 0.9, "far_ratio_of_means_test": 2.0 + s}
+                        for m in ("base", "eat") for s in range(6)])
+    sun = cub.drop(columns="far_ratio_of_means_test")  # no masks: no FAR columns
+    claims.record_other_data(recorder, config, {"sun_attributes": 0.25}, {"sun_attributes": (sun, 0.8)})
+    claims.record_claims(recorder, cub, config, majority=0.8, others={"sun_attributes": (sun, 0.8)})
+    rows = {c.id: c for c in recorder.claims}
+    assert rows["eat-table2-sun-resnet18"].status == "reproduced" and rows["eat-table3-sun-resnet18"].ours == \
+        "0.900 vs 0.800"
+    assert rows["eat-table2-sun-resnet50"].note.startswith("this run measures ResNet18; the paper profile measures")
+    assert rows["eat-table2-cub-pnasnet5"].note.startswith("PNASNet-5 is not in torchvision")
+    assert "eat-table4-sun-resnet18" not in rows and rows["eat-table4-sun"].status == "not run"
+    assert rows["eat-table2-sun-resnet18"].setting.startswith("SUN attributes (224 px")
+    assert recorder.metrics["sun/accuracy/eat"] == pytest.approx(0.625) and recorder.metrics["sun/n_seeds"] == 6
+    assert recorder.texts["sun/summary"].startswith("Over 6 training seeds the base model reaches 50.0%")
+
+
+def test_a_paper_run_measures_the_column_of_its_backbone(tmp_path):
+    from dataclasses import replace
+
+    config = replace(eat_config.PROFILES["paper"], arch="alexnet")
+    assert eat_config.measured_backbone(config) == "AlexNet" and eat_config.measured_backbone(
+        eat_config.PROFILES["cpu"]) is None
+    assert pipeline.gradcam_layers(config) == {"block3": "trunk.conv4", "block4": "trunk.conv5"}
+    recorder = RunRecorder(notebook="01_eat", run_dir=tmp_path, params={}, profile="paper", seed=0, config={},
+                           device="cpu")
+    cub = pd.DataFrame([{"model": m, "seed": s, "acc_test": 0.5 + 0.01 * s, "attr_acc": 0.9,
+                         "far_ratio_of_means_test": 2.0} for m in ("base", "eat") for s in range(3)])
+    claims.record_claims(recorder, cub, config, majority=0.8, others={"sun_attributes": (cub, 0.8)})
+    status = {c.id: c.status for c in recorder.claims}
+    assert status["eat-table2-cub-alexnet"] != "not run" and status["eat-table2-sun-alexnet"] != "not run"
+    assert status["eat-table4-cub-alexnet"] != "not run" and status["eat-table2-cub-resnet18"] == "not run"
+    claims.record_published(recorder, config)
+    assert recorder.texts["paper/backbone"] == "AlexNet" and recorder.metrics["paper/sun/accuracy/base"] == 37.97
+
+
+def test_mild_bias_rows_pair_eat_with_base_over_seeds(tmp_path):
+    recorder = RunRecorder(notebook="01_eat", run_dir=tmp_path, params={}, profile="cpu", seed=0, config={},
+                           device="cpu")
+    config = eat_config.PROFILES["cpu"]
+    noise = [0.01, -0.02, 0.0, 0.02, -0.01, 0.015]
+    rows = [{"model": m, "seed": s, "acc_test_aligned": 0.8 + noise[s], "acc_test_conflicting": c + noise[s] / 2,
+             "far_ratio_of_means_test_aligned": 1.5 + noise[s], "far_ratio_of_means_test_conflicting": 1.2}
+            for m, c in (("base", 0.3), ("eat", 0.4)) for s in range(6)]
+    summary = claims.record_mild(recorder, pd.DataFrame(rows), config, num_classes=10)
+    by = summary.set_index("column")
+    assert by.loc["acc_test_conflicting", "EAT − base"] == pytest.approx(0.1)
+    assert by.loc["bias_gap", "EAT − base"] == pytest.approx(-0.1) and by.loc["bias_gap", "seeds"] == 6
+    status = {c.id: c.status for c in recorder.claims}
+    assert status["eat-mild-acc-test-conflicting"] == status["eat-mild-bias-gap"] == "reproduced"
+    assert status["eat-mild-acc-test-aligned"] == "inconclusive"  # identical per seed: every unit ties
+    assert recorder.metrics["mild/chance"] == pytest.approx(0.1) and recorder.metrics["mild/p_bias"] == 0.5
+    assert all(check_row(vars(c)) is None for c in recorder.claims)
+    empty = RunRecorder(notebook="01_eat", run_dir=tmp_path / "e", params={}, profile="paper", seed=0, config={},
+                        device="cpu")
+    assert claims.record_mild(empty, pd.DataFrame(), eat_config.PROFILES["paper"], 200).empty
+    assert {c.status for c in empty.claims} == {"not run"} and len(empty.claims) == len(claims.MILD_METRICS)
+
+
+def test_mild_bias_task_is_the_same_testbed_with_another_p_bias():
+    from attnbook.chapters.eat.data import make_data, mild_bias_task
+
+    config = eat_config.PROFILES["smoke"]
+    main, mild = make_data(config), mild_bias_task(config)
+    assert mild.name == "mild_bias" and mild.key != main.key
+    assert torch.equal(mild.class_attributes, main.class_attributes) and mild.has_masks
+    for split in main.splits:  # the same test objects: only the training split's habitats change
+        assert torch.equal(mild.splits[split].tensors["image"], main.splits[split].tensors["image"])
+    aligned = mild.train.tensors["bias_aligned"].float().mean()
+    assert aligned < main.train.tensors["bias_aligned"].float().mean()
+    assert mild_bias_task(eat_config.PROFILES["paper"]) is None
 
 
 def test_overrides_are_validated_and_the_config_mirrors_the_library():
@@ -143,5 +222,36 @@ def test_first_records_stacks_any_dataset_like_the_synthetic_slices(bench):
             return split[i]
 
     fast, slow = first_records(split, 3), first_records(Plain(), 3)
-    assert set(fast) == set(slow) and all(torch.equal(fast[k], slow[k]) for k in fast)
+    spread = explained_indices(Plain(), 3)  # a real data set (files sorted by class): evenly spaced images
+    assert len(split) == 8 and spread.tolist() == [0, 4, 7] and explained_indices(split, 3).tolist() == [0, 1, 2]
+    assert set(fast) == set(slow) and all(torch.equal(fast[k], split.tensors[k][:3]) for k in fast)
+    assert all(torch.equal(slow[k], split.tensors[k][spread]) for k in slow)
     assert len(first_records(Plain(), 10 ** 6)["label"]) == len(split)
+
+
+def test_majority_floor_is_taken_on_the_scored_images(task):
+    labels = task.splits["test_aligned"].tensors["label"][:3]
+    p = task.class_attributes[labels].mean(0)
+    assert evaluation.majority_attribute_accuracy(task, 3) == pytest.approx(float(torch.maximum(p, 1 - p).mean()))
+
+
+def test_disc_mass_confidence_baseline_and_wrong_prediction_rows(tmp_path):
+    recorder = RunRecorder(notebook="01_eat", run_dir=tmp_path, params={}, profile="cpu", seed=0, config={},
+                           device="cpu")
+    nan = float("nan")
+    rows = []
+    for kind, shift in (("base", 0.0), ("eat", 0.2)):
+        for s in range(6):
+            rows.append({"model": kind, "seed": s, "acc_test_aligned": 0.8, "attr_acc": 0.9,
+                         "disc_mass_test_aligned": 0.1 + shift + 0.01 * s,
+                         "ear_true_hit": 0.9, "random_true_hit": 0.3 + 0.01 * s, "confidence_true_hit": 0.9,
+                         "wrong_shared_ear": nan if s < 2 else 0.6 + 0.05 * s,  # seeds 0, 1: no wrong prediction
+                         "wrong_shared_random": nan if s < 2 else 0.2 + 0.02 * s})
+    claims.record_claims(recorder, pd.DataFrame(rows), eat_config.PROFILES["cpu"], majority=0.8)
+    by_id = {c.id: c for c in recorder.claims}
+    assert by_id["eat-disc-mass"].status == "reproduced" and by_id["eat-disc-mass"].effect == pytest.approx(0.2)
+    assert by_id["eat-ear-true"].status == "reproduced"
+    assert by_id["eat-ear-true-vs-confidence"].status == "inconclusive"  # the same hit rate on every seed
+    wrong = by_id["eat-ear-wrong-shared"]
+    assert wrong.n == 4 and wrong.effect == pytest.approx(np.mean([0.4 + 0.03 * s for s in range(2, 6)]))
+    assert all(check_row(vars(c)) is None for c in recorder.claims)

@@ -38,7 +38,7 @@ _spec.loader.exec_module(fixtures)
 MAKERS = {"mnist": lambda root: fixtures.make_mnist(root, test_labels=fixtures.MNIST_TEST_LABELS + (3, 8) * 3),
           "cats_vs_dogs": fixtures.make_cats_vs_dogs, "stanford_dogs": fixtures.make_stanford_dogs,
           "cub": fixtures.make_cub, "fgvc_aircraft": fixtures.make_fgvc_aircraft,
-          "stanford_cars": fixtures.make_stanford_cars}
+          "stanford_cars": fixtures.make_stanford_cars, "sun_attributes": fixtures.make_sun_attributes}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_testbed_profile_runs_on_cpu(profile, tmp_path):
 def run_eat(config, run_dir: Path) -> dict:
     """The calls of nbs/01_eat.ipynb, in order."""
     from attnbook.chapters.eat import claims, evaluation, figures, pipeline
-    from attnbook.chapters.eat.data import make_data
+    from attnbook.chapters.eat.data import make_data, mild_bias_task, other_tasks
 
     check_requirements(config)
     recorder = runs.start("01_eat", run_dir=run_dir, profile=config.profile, seed=config.seed, config=config,
@@ -169,15 +169,27 @@ def run_eat(config, run_dir: Path) -> dict:
     evals = {kind: {s: evaluation.evaluate(config, model, task, s, kind) for s, model in by_seed.items()}
              for kind, by_seed in models.items()}
     table = claims.per_seed(evals)
-    majority = evaluation.majority_attribute_accuracy(task)
-    claims.record_numbers(recorder, table, evals, majority)
+    majority = evaluation.majority_attribute_accuracy(task, config.n_explain)
+    claims.record_numbers(recorder, table, evals, majority, config)
     first = pipeline.seeds(config)[0]
     for split in task.splits:
         _show(figures.figure_maps(evals, first, split))
     figures.explorer(evals, first)
     figures.sentences_table(evals, first, task.info.class_names)
     claims.record_ablations(recorder, claims.ablation_table(table))
-    claims.record_claims(recorder, table, config, majority)
+    mild_task = mild_bias_task(config)
+    mild_models = pipeline.train_pair(config, mild_task, recorder.checkpoint_dir, config.mild_seeds)
+    claims.record_mild(recorder, claims.per_seed(evaluation.evaluate_models(config, mild_models, mild_task)), config,
+                       task.num_classes)
+    others = other_tasks(config)
+    measured = {name: (claims.per_seed(evaluation.evaluate_models(
+                           config, pipeline.train_pair(config, other, recorder.checkpoint_dir, config.n_seeds), other)),
+                       evaluation.majority_attribute_accuracy(other, config.n_explain))
+                for name, other in others.items()}
+    claims.record_other_data(recorder, config, {n: float(o.class_attributes.mean()) for n, o in others.items()},
+                             measured)
+    assert (figures.other_data_table(others) is None) == (not others)
+    claims.record_claims(recorder, table, config, majority, others=measured)
     return _finish(recorder, run_dir)
 
 
@@ -197,19 +209,47 @@ def test_eat_gpu_profile_trains_with_two_processes(tmp_path):
 
 @pytest.mark.parametrize("profile", ["gpu", "paper"])
 def test_eat_profile_runs_on_cpu(profile, offline, tmp_path):
-    """gpu: the testbed analog at the gpu profile's code path (ablations included); paper: CUB-200-2011 through
-    its loader (class-level attributes, segmentation masks) on a (stand-in) ImageNet ResNet-18."""
+    """gpu: the testbed analog at the gpu profile's code path (ablations and the milder bias included); paper:
+    CUB-200-2011 through its loader (class-level attributes, segmentation masks), then SUN attributes through its
+    loader (class-level attributes from the per-image votes, no masks), on a (stand-in) ImageNet ResNet-18."""
     from attnbook.chapters.eat.config import PROFILES
 
-    config = shrink(PROFILES[profile], **EAT_TINY)
+    config = shrink(PROFILES[profile], **EAT_TINY, **({"mild_seeds": 2} if profile == "gpu" else {}))
     record = run_eat(config, tmp_path / "run")
     status = {c["id"]: c["status"] for c in record["claims"]}
-    if profile == "paper":  # CUB's ResNet18 rows measured, the other backbones not run
+    assert status["eat-table4-sun"] == "not run"  # no masks on SUN, in every profile
+    if profile == "paper":  # CUB's and SUN's ResNet18 rows measured, the other backbones not run
         assert all(status[f"eat-{t}-cub-resnet18"] != "not run" for t in ("table2", "table3", "table4"))
-        assert status["eat-table2-cub-resnet50"] == "not run" and "eat-far-conflicting" not in status
+        assert all(status[f"eat-{t}-sun-resnet18"] != "not run" for t in ("table2", "table3"))
+        assert status["eat-table2-cub-resnet50"] == "not run" and status["eat-table2-sun-alexnet"] == "not run"
+        assert "eat-far-conflicting" not in status and status["eat-mild-acc-test-conflicting"] == "not run"
         assert record["metrics"]["data/n_attributes"] == 2 and "accuracy/eat/test" in record["metrics"]
+        # the SUN fixture: 2 classes × 5 images, 3 attributes; class means ≥ 0.5 -> one positive label per class
+        assert record["metrics"]["sun/positive_rate"] == pytest.approx(1 / 3)
+        assert record["metrics"]["sun/n_seeds"] == EAT_TINY["n_seeds"]
+        sun = {(row["model"], row["seed"]) for row in record["tables"]["per_seed_sun"]}
+        assert sun == {(m, s) for m in ("base", "eat") for s in (0, 1)}
+        assert record["texts"]["sun/summary"].startswith("Over 2 training seeds")
     else:
         assert status["eat-far-conflicting"] != "not run" and "ablation/aux/acc_aligned" in record["metrics"]
+        assert status["eat-mild-acc-test-conflicting"] != "not run" and record["metrics"]["mild/n_seeds"] == 2
+        assert record["texts"]["sun/summary"].startswith("This profile does not read SUN")
+
+
+@pytest.mark.slow
+def test_eat_paper_profile_measures_another_backbone(offline, tmp_path):
+    """paper with ``-p arch=resnet50`` (one run per backbone): the ResNet50 column of Tables II–IV measured on CUB and
+    SUN through the same path, on the (stand-in) ImageNet ResNet-50; the ResNet18 column left to its own run."""
+    from dataclasses import replace
+
+    from attnbook.chapters.eat.config import PROFILES
+
+    config = replace(shrink(PROFILES["paper"], **EAT_TINY), arch="resnet50")
+    record = run_eat(config, tmp_path / "run")
+    status = {c["id"]: c["status"] for c in record["claims"]}
+    assert all(status[f"eat-{t}-cub-resnet50"] != "not run" for t in ("table2", "table3", "table4"))
+    assert all(status[f"eat-{t}-sun-resnet50"] != "not run" for t in ("table2", "table3"))
+    assert status["eat-table2-cub-resnet18"] == "not run" and record["texts"]["paper/backbone"] == "ResNet50"
 
 
 # --- chapter 4: BLA ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 
 from attnbook import metrics
 from attnbook.chapters.eat.config import EATConfig
-from attnbook.chapters.eat.data import EATTask, first_records, labels_of
+from attnbook.chapters.eat.data import EATTask, explained_indices, first_records, labels_of
 from attnbook.chapters.eat.pipeline import EATModel, gradcam_layers
 from attnbook.data import records as R
 from attnbook.explain.gradcam import grad_attention
@@ -79,7 +79,8 @@ def explanation_hits(top: torch.Tensor, predicted: torch.Tensor, task: EATTask) 
 
 
 def evaluate(config: EATConfig, model: EATModel, task: EATTask, seed: int, kind: str) -> Evaluation:
-    """Score one model on every test split of ``task``; EAR hits (and their baselines) only for EAT."""
+    """Score one model on every test split of ``task``; EAR hits (and their baselines) only for EAT; FAR only
+    where the data set has object masks (not SUN attributes)."""
     accuracy, far, pi, disc_mass = {}, {}, {}, {}
     result = Evaluation(accuracy, 0.0, far, pi, disc_mass)
     layers = gradcam_layers(config)
@@ -88,22 +89,35 @@ def evaluate(config: EATConfig, model: EATModel, task: EATTask, seed: int, kind:
         t = first_records(data, config.n_explain)
         n = len(t[R.LABEL])
         maps, extras = attend_images(model, t[R.IMAGE])
-        class_map = metrics.resize_to(maps[:, 0], t[R.MASK])
-        class_map = class_map / class_map.amax((1, 2), keepdim=True).clamp(min=1e-12)  # max 1 per image
-        far[split] = metrics.far(class_map, t[R.MASK])
-        pi[split] = object_background(maps[:, 0], t[R.MASK])
-        block3 = gradcam_at(model, t[R.IMAGE], layers["block3"], extras["predicted"])
-        result.pi_block3[split] = object_background(block3, t[R.MASK])
-        if R.DISC_MASK in t:
-            disc_mass[split] = metrics.mass_in_region(class_map, t[R.DISC_MASK])
         m = min(6, n)
-        result.examples[split] = {"images": t[R.IMAGE][:m], "masks": t[R.MASK][:m], "maps": maps[:m]}
+        names = task.info.attribute_names
+        result.examples[split] = {"images": t[R.IMAGE][:m], "maps": maps[:m],  # maps[:, 1:]: the top attributes
+                                  "attributes": [[names[a] for a in extras["top"][i].tolist()] for i in range(m)]}
+        if R.MASK in t:
+            class_map = metrics.resize_to(maps[:, 0], t[R.MASK])
+            class_map = class_map / class_map.amax((1, 2), keepdim=True).clamp(min=1e-12)  # max 1 per image
+            far[split] = metrics.far(class_map, t[R.MASK])
+            pi[split] = object_background(maps[:, 0], t[R.MASK])
+            block3 = gradcam_at(model, t[R.IMAGE], layers["block3"], extras["predicted"])
+            result.pi_block3[split] = object_background(block3, t[R.MASK])
+            result.examples[split]["masks"] = t[R.MASK][:m]
+            if R.DISC_MASK in t:
+                disc_mass[split] = metrics.mass_in_region(class_map, t[R.DISC_MASK])
         if index == 0:
             labels = task.class_attributes[t[R.LABEL]]
             result.attribute_accuracy = float(((extras["attribute_logits"] > 0).float() == labels).float().mean())
             if kind == "eat":
                 _explanations(config, result, task, extras, t, n, seed)
     return result
+
+
+def evaluate_models(config: EATConfig, models: dict[str, dict[int, EATModel]], task: EATTask | None) -> dict:
+    """:func:`evaluate` of every model × seed of ``models`` (``{kind: {seed: model}}``) on ``task``:
+    ``{kind: {seed: Evaluation}}`` (empty when there is no task)."""
+    if task is None:
+        return {}
+    return {kind: {s: evaluate(config, model, task, s, kind) for s, model in by_seed.items()}
+            for kind, by_seed in models.items()}
 
 
 def _explanations(config: EATConfig, result: Evaluation, task: EATTask, extras: dict, t: dict, n: int,
@@ -128,9 +142,12 @@ def _explanations(config: EATConfig, result: Evaluation, task: EATTask, extras: 
         "attributes": [[names[a] for a in extras["top"][i].tolist()] for i in range(m)]}
 
 
-def majority_attribute_accuracy(task: EATTask) -> float:
-    """Mean attribute accuracy of predicting each attribute's more frequent value (first test split)."""
-    labels = task.class_attributes[labels_of(next(iter(task.splits.values())))]
+def majority_attribute_accuracy(task: EATTask, n: int | None = None) -> float:
+    """Mean attribute accuracy of predicting each attribute's more frequent value, on the images attribute accuracy
+    is measured on (the first test split's :func:`~.data.explained_indices` of ``n``; all of them if ``None``)."""
+    split = next(iter(task.splits.values()))
+    labels = labels_of(split)
+    labels = task.class_attributes[labels if n is None else labels[explained_indices(split, n)]]
     p = labels.mean(0)
     return float(torch.maximum(p, 1 - p).mean())
 
@@ -144,6 +161,8 @@ def far_summaries(ev: Evaluation, split: str) -> dict[str, float]:
     """FAR over images three ways: median and mean of per-image FAR (images where it is defined), and the
     ratio of means ``mean PI(AT, M) / mean PI(AT, 1−M)`` (maps max-normalised per image); and the ratio of
     means with Grad-CAM at block 3 instead of the last block (``block3``)."""
+    if split not in ev.far:  # no object masks (SUN attributes)
+        return {}
     values = ev.far[split][~torch.isnan(ev.far[split])]
     return {"median": float(values.median()) if len(values) else float("nan"),
             "mean": float(values.mean()) if len(values) else float("nan"),

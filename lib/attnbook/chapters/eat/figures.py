@@ -15,7 +15,7 @@ from attnbook.viz.widgets import image_method_explorer
 @house_style
 def figure_maps(evals: Evals, seed: int, split: str, n: int = 4) -> Figure:
     """Rows: objects of ``split``; columns: image, base Grad-CAM, EAT Grad-CAM (class ŷ), then the Grad-CAM of
-    each of EAT's top EAR attributes (white outline: the object)."""
+    each of EAT's top EAR attributes, named under the panel (white outline: the object, where masks exist)."""
     base, eat = evals["base"][seed].examples[split], evals["eat"][seed].examples[split]
     n = min(n, len(eat["images"]))
     k = eat["maps"].shape[1] - 1
@@ -28,12 +28,23 @@ def figure_maps(evals: Evals, seed: int, split: str, n: int = 4) -> Figure:
         panels += [overlay(image, eat["maps"][i, 1 + j]) for j in range(k)]
         for j, panel in enumerate(panels):
             axes[i, j].imshow(panel)
-            axes[i, j].contour(eat["masks"][i].float().numpy(), levels=[0.5], colors="white", linewidths=0.6)
-            axes[i, j].axis("off")
+            if "masks" in eat:
+                axes[i, j].contour(eat["masks"][i].float().numpy(), levels=[0.5], colors="white", linewidths=0.6)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            for side in axes[i, j].spines.values():
+                side.set_visible(False)
             if i == 0:
                 axes[i, j].set_title(titles[j])
+            if j >= 3 and "attributes" in eat:  # the EAR word this map grounds
+                axes[i, j].set_xlabel(_word(eat["attributes"][i][j - 3]), fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def _word(attribute: str) -> str:
+    """An attribute name as a two-line label (``head_color::red`` -> ``head color\nred``)."""
+    return attribute.replace("_", " ").replace("::", "\n")
 
 
 def sentences_table(evals: Evals, seed: int, class_names: tuple[str, ...]) -> pd.DataFrame:
@@ -55,8 +66,22 @@ def explorer(evals: Evals, seed: int, n: int = 4) -> object:
     panels, captions = [], []
     for i in range(per_split):
         for split in splits:
-            image, mask = eat[split]["images"][i], eat[split]["masks"][i]
+            image, mask = eat[split]["images"][i], eat[split].get("masks", [None] * (i + 1))[i]
             maps = [base[split]["maps"][i, 0], eat[split]["maps"][i, 0], *eat[split]["maps"][i, 1:]]
-            panels.append([map_panel_png(image, m, name, mask=mask) for m, name in zip(maps, names)])
-            captions.append(f"object {i}, {split.replace('test_', 'bias-')}")
+            words = eat[split].get("attributes", [[]] * (i + 1))[i]
+            labels = names[:2] + [f"{name}: {_word(w).replace(chr(10), ' ')}" for name, w in zip(names[2:], words)]
+            panels.append([map_panel_png(image, m, label, mask=mask) for m, label in zip(maps, labels)])
+            captions.append(f"object {i}, {split.replace('test_', 'bias-')}"
+                            + (f"; EAR: {', '.join(_word(w).replace(chr(10), ' ') for w in words)}" if words else ""))
     return image_method_explorer(panels, names, captions, title="Base vs EAT: Grad-CAM of the class and attributes")
+
+
+def other_data_table(others: dict) -> pd.DataFrame | None:
+    """Sizes of the other data sets a run trained base vs EAT on (``{name: EATTask}``: SUN attributes in the
+    paper profile); ``None`` (nothing shown) when there are none."""
+    if not others:
+        return None
+    return pd.DataFrame({name: {"train images": len(task.train), "test images": len(task.splits["test"]),
+                                "classes": task.num_classes, "attributes": len(task.info.attribute_names),
+                                "positive class-level labels": float(task.class_attributes.mean())}
+                         for name, task in others.items()})

@@ -93,9 +93,12 @@ def build_model(config: EATConfig, kind: str, num_classes: int, num_attributes: 
 
 def gradcam_layers(config: EATConfig) -> dict[str, str]:
     """Where FAR's Grad-CAM is taken: ``block4`` = the trunk's last block (the paper's "last conv layer", the map
-    the heads read), ``block3`` = the block before it (the small CNN: before its pooling; a ResNet: layer3)."""
+    the heads read), ``block3`` = the block before it (the small CNN: before its pooling; a ResNet: layer3;
+    AlexNet: conv4)."""
     if config.arch == "small":
         return {"block3": "trunk.10", "block4": "trunk.14"}
+    if config.arch == "alexnet":
+        return {"block3": "trunk.conv4", "block4": "trunk.conv5"}
     return {"block3": "trunk.layer3", "block4": "trunk.layer4"}
 
 
@@ -127,6 +130,17 @@ def train(config: EATConfig, task: EATTask, kind: str, seed: int, checkpoint_dir
                   attribute_weight=weight), checkpoint_dir=directory,
                   context={"config": config, "data_key": task.key, "kind": kind, **(context or {})})
     return model.eval(), history
+
+
+def train_pair(config: EATConfig, task: EATTask | None, checkpoint_dir: Path | None, n_seeds: int,
+               context: Mapping[str, Any] | None = None) -> dict[str, dict[int, EATModel]]:
+    """Base and EAT on the first ``n_seeds`` training seeds of ``task`` (the milder bias, SUN attributes):
+    ``{kind: {seed: model}}``, empty without a task. Checkpoints under ``checkpoint_dir/<task.name>``."""
+    if task is None or not n_seeds:
+        return {}
+    directory = None if checkpoint_dir is None else Path(checkpoint_dir) / task.name
+    return {kind: {s: train(config, task, kind, s, directory, context)[0] for s in seeds(config)[:n_seeds]}
+            for kind in MODELS}
 
 
 def train_all(config: EATConfig, task: EATTask, checkpoint_dir: Path | None,
