@@ -1,18 +1,12 @@
-"""Chapter 2's pieces on hand-made inputs, and the paper profile's code path on a CIFAR-100 fixture tree (the smoke
-run of the notebook covers the rest)."""
+"""Chapter 2's pieces on hand-made inputs (the smoke run of the notebook covers the rest; the gpu and paper profiles'
+code paths on fixture trees: test_sharpen_focus_profiles.py)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import matplotlib
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from attnbook import runs
 from attnbook.chapters.sharpen_focus import claims, evaluation, pipeline
 from attnbook.chapters.sharpen_focus import config as sf_config
 from attnbook.config import ConfigError, RequirementError, check_requirements, shrink
@@ -20,11 +14,6 @@ from attnbook.ledger import check_row
 from attnbook.runs import RunRecorder
 
 matplotlib.use("Agg")
-
-_spec = importlib.util.spec_from_file_location("real_fixtures", Path(__file__).parents[1] / "data" / "real" /
-                                               "fixtures.py")
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
 
 SMOKE = sf_config.PROFILES["smoke"]
 
@@ -146,7 +135,7 @@ def test_every_paper_number_has_a_row_and_rows_keep_the_rules(tmp_path):
     assert len(ids) == len(set(ids))
     paper_ids = {"sf-table2-baseline", *(f"sf-table1-{k}" for k in sf_config.TRAINED),
                  *(row[0] for row in sf_config.PAPER_ROWS)}
-    assert paper_ids <= set(ids) and len(paper_ids) == 15  # Tables 1-6 of papers.md
+    assert paper_ids <= set(ids) and len(paper_ids) == 21  # Tables 1-6 of papers.md (one row per model and metric)
     assert all(check_row(vars(c)) is None for c in recorder.claims)
     status = {c.id: c.status for c in recorder.claims}
     assert all(status[i] == "not run" for i in paper_ids)  # the synthetic profile measures none of them
@@ -156,7 +145,7 @@ def test_every_paper_number_has_a_row_and_rows_keep_the_rules(tmp_path):
     assert status["sf-ablation-logits_seed"] == "reproduced"  # −20 points
     assert status["sf-port-no-gain"] == "reproduced"  # +0.1 × s/10: within ±1 point
     assert status["sf-table6-analog-ap"] == "not run"
-    assert "chance" in {c.id: c.note for c in recorder.claims}["sf-table6-analog-ap"]
+    assert "ml_seeds=0" in {c.id: c.note for c in recorder.claims}["sf-table6-analog-ap"]
 
 
 def test_sentences_say_why_a_section_did_not_run():
@@ -179,67 +168,45 @@ def test_paper_profile_stops_early_naming_what_is_missing(monkeypatch, tmp_path)
         check_requirements(shrink(sf_config.PROFILES["paper"], epochs=1))
 
 
-def run_paper(config, run_dir: Path) -> dict:
-    """The calls of nbs/02_sharpen_focus.ipynb, in order."""
+def test_study_rows_are_measured_paired_over_seeds_or_not_run_with_the_reason(tmp_path):
+    from attnbook.chapters.sharpen_focus.studies import StudyResult
+
+    recorder = RunRecorder(notebook="02_sharpen_focus", run_dir=tmp_path, params={}, profile="paper", seed=0,
+                           config={}, device="cpu")
+    caltech = sf_config.STUDIES["caltech256-n30-resnet18"]
+    scores = {"baseline": {s: {"accuracy": 0.70 + 0.01 * s} for s in range(6)},
+              "channelwise": {s: {"accuracy": 0.75 + 0.012 * s} for s in range(6)},
+              "pixelwise": {s: {"accuracy": 0.70 + 0.01 * s + (0.001 if s % 2 else -0.001)} for s in range(6)}}
+    results = {"caltech256-n30-resnet18": StudyResult("caltech256-n30-resnet18", caltech, scores, n_train=90,
+                                                      n_test=75),
+               "voc2012-resnet18": StudyResult("voc2012-resnet18", sf_config.STUDIES["voc2012-resnet18"],
+                                               why="PASCAL VOC 2012 not found at /x. Get it with: attnbook data …")}
+    claims.record_study_rows(recorder, sf_config.PROFILES["paper"], results)
+    rows = {c.id: c for c in recorder.claims}
+    assert len(rows) == len(sf_config.PAPER_ROWS) and all(check_row(vars(c)) is None for c in rows.values())
+    ach = rows["sf-table3-n30-resnet18-ach"]
+    assert ach.status == "reproduced" and ach.ours == "72.5 → 78" and ach.n == 6
+    assert ach.effect == pytest.approx(5.5)  # mean paired difference, points: 5 + 0.2 × mean(seed)
+    assert rows["sf-table3-n30-resnet18-apx"].status == "inconclusive"  # ±0.1 points around no change
+    assert rows["sf-table6-ap-ach"].status == "not run" and "VOC 2012 not found" in rows["sf-table6-ap-ach"].note
+    assert rows["sf-table3-n60-vgg19-ach"].status == "not run"
+    assert "not among this run's studies" in rows["sf-table3-n60-vgg19-ach"].note
+    assert "ten-crop" in rows["sf-table4-tencrop"].note
+    table = claims.study_table(results)
+    assert list(table[table.study == "caltech256-n30-resnet18"].model) == ["baseline", "+ A_ch", "+ A_px"]
+    assert table[table.study == "voc2012-resnet18"].score.tolist() == ["not run"]
+    sentence = claims.studies_sentence(results)
+    assert "caltech256-n30-resnet18: trained and scored" in sentence and "voc2012-resnet18: not run" in sentence
+    assert claims.studies_sentence({}).startswith("none in this profile")
+
+
+def test_the_calibration_table_and_numbers_come_from_the_config():
     from attnbook.chapters.sharpen_focus import figures
 
-    check_requirements(config)
-    recorder = runs.start("02_sharpen_focus", run_dir=run_dir, profile=config.profile, seed=config.seed,
-                          config=config, params={}, device="cpu")
-    task = pipeline.make_data(config)
-    recorder.numbers({"n_train": len(task.train), "n_test": len(task.test), "n_classes": task.num_classes},
-                     prefix="data/")
-    families = ("main",) + (("ablation",) if config.ablations else ()) + (("multilabel",) if config.ml_seeds else ())
-    trained = pipeline.train_all(config, recorder.checkpoint_dir, recorder.checkpoint_context, families)
-    evals = {kind: {s: evaluation.evaluate(m, task, config.n_explain) for s, m in by.items()}
-             for kind, by in trained["main"].items()}
-    table = claims.per_seed(evals)
-    claims.record_numbers(recorder, table)
-    claims.accuracy_table(table, config)
-    plt.close(figures.figure_gains(table))
-    first = sf_config.seeds(config)[0]
-    plt.close(figures.figure_three_attentions(evals, first))
-    plt.close(figures.figure_target_vs_confuser(evals, first))
-    recorder.table("maps", claims.maps_table(table))
-    recorder.text("disc_mass/summary", claims.disc_sentence(table))
-    figures.explorer(evals, first, n=2)
-    accuracy = {k: {s: evals[k][s].accuracy for s in evals[k]} for k in ("baseline", config.reference)}
-    ablation = claims.ablation_frame({n: {s: evaluation.test_accuracy(m, task) for s, m in by.items()}
-                                      for n, by in trained["ablation"].items()},
-                                     accuracy[config.reference], accuracy["baseline"])
-    claims.record_ablation(recorder, ablation)
-    claims.ablation_summary(ablation)
-    recorder.text("ablation/summary", claims.ablation_sentence(ablation))
-    recorder.text("multilabel/summary", claims.multilabel_sentence(None, sf_config.ML_WHY))
-    costs = pipeline.measure_costs(config, task)
-    recorder.text("cost/resnet18", claims.resnet18_sentence(costs))
-    claims.record_costs(recorder, costs)
-    claims.record_claims(recorder, table, config)
-    claims.record_ablation_claims(recorder, ablation, config)
-    claims.record_multilabel_claims(recorder, None, config, sf_config.ML_WHY)
-    recorder.finish()
-    return runs.read_record(run_dir)
-
-
-def test_paper_profile_runs_on_a_cifar100_fixture(monkeypatch, tmp_path):
-    """CIFAR-100 with the paper's schedule and augmentation, on 4 training images, a tiny ResNet and the CPU."""
-    from attnbook.data import catalog
-
-    fixtures.make_cifar100(tmp_path / "data")
-    monkeypatch.setenv("ATTNBOOK_DATA", str(tmp_path / "data"))
-    real_load = catalog.load_dataset
-    monkeypatch.setattr(catalog, "load_dataset", lambda name, **kw: real_load(name, checksum=False, **kw))
-    pipeline.make_data.cache_clear()
-    config = shrink(sf_config.PROFILES["paper"], depth=8, width=2, n_seeds=2, epochs=2, milestones=(1,),
-                    batch_size=4, n_explain=2, cost_steps=1, cost_resnet18=False)
-    assert config.data == "cifar100" and config.augment and config.optimizer == "sgd"
-    try:
-        record = run_paper(config, tmp_path / "run")
-    finally:
-        pipeline.make_data.cache_clear()
-    status = {c["id"]: c["status"] for c in record["claims"]}
-    assert status["sf-table1-channelwise"] != "not run" and status["sf-table2-baseline"] != "not run"
-    assert status["sf-table3-n30-resnet18"] == "not run" and "sf-disc-part-last" not in status
-    assert record["texts"]["disc_mass/summary"].startswith("not measured")
-    assert record["metrics"]["data/n_classes"] == 100
-    assert np.isfinite(record["metrics"]["cost/ratio_separate"])
+    table = figures.calibration_table()
+    assert len(table) == len(sf_config.CALIBRATION) and table["sd over seeds"].iloc[0] > 0.1
+    numbers = figures.calibration_numbers()
+    first, chosen = list(sf_config.CALIBRATION.values())[0], list(sf_config.CALIBRATION.values())[-1]
+    assert numbers["calibration/first/sd"] == first[2] and numbers["calibration/chosen/mean"] == chosen[1]
+    cpu = sf_config.PROFILES["cpu"]
+    assert (cpu.num_classes, cpu.train_per_class, cpu.batch_size, cpu.lr) == (8, 75, 16, 2e-2)  # the chosen row

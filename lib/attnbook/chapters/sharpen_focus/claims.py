@@ -7,6 +7,8 @@ Chapter: ``nbs/02_sharpen_focus.ipynb``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,7 @@ from attnbook.chapters.sharpen_focus.config import (
     LABELS,
     LAYERS,
     MODELS,
-    NOT_IMPLEMENTED,
+    NOT_RUN_WHY,
     PAPER_CIFAR,
     PAPER_GAIN,
     PAPER_ROWS,
@@ -99,6 +101,8 @@ def record_numbers(recorder: RunRecorder, table: pd.DataFrame) -> None:
     base = table[table.model == "baseline"].sort_values("seed").accuracy.to_numpy()
     for kind in MODELS:
         recorder.number(f"accuracy/{kind}", by.loc[kind, "accuracy"])
+        recorder.number(f"accuracy_sd/{kind}", float(table[table.model == kind].accuracy.std(ddof=1)))
+        recorder.number(f"accuracy_min/{kind}", float(table[table.model == kind].accuracy.min()))
         if kind != "baseline":
             acc = table[table.model == kind].sort_values("seed").accuracy.to_numpy()
             recorder.number(f"gain/{kind}", float((acc - base).mean()))
@@ -204,8 +208,7 @@ def setting(config: SharpenFocusConfig, n: int) -> str:
 
 
 def record_paper_rows(recorder: RunRecorder, table: pd.DataFrame, config: SharpenFocusConfig) -> None:
-    """Tables 1–2 (CIFAR-100): measured on the paper profile, else not run; Tables 3–6 and pre-act ResNet-164:
-    not run, with the reason."""
+    """Tables 1–2 (CIFAR-100): measured on the paper profile, else not run with the reason."""
     cifar = config.data == "cifar100"
     why_cifar = ("CIFAR-100 is not used by this profile (the synthetic analog below stands in); the paper profile "
                  "trains ResNet-110 on it: attnbook run nbs/02_sharpen_focus.ipynb --profile paper (needs a GPU and "
@@ -236,17 +239,64 @@ def record_paper_rows(recorder: RunRecorder, table: pd.DataFrame, config: Sharpe
             record_not_run(recorder, id=f"sf-table1-{kind}", paper=PAPER, claim=claim,
                            paper_value=f"{BASELINE_CIFAR} → {PAPER_CIFAR[kind]} ({PAPER_GAIN[kind]:+.2f})",
                            why=why_cifar)
-    for claim_id, claim, value, dataset in PAPER_ROWS:
-        why = (f"{NOT_IMPLEMENTED} (pre-activation ResNet-164 is a comparison architecture, not built here)"
-               if dataset == "cifar100" else
-               f"{NOT_IMPLEMENTED}; {dataset} and this table's protocol (backbone, schedule) are run by no profile")
-        record_not_run(recorder, id=claim_id, paper=PAPER, claim=claim, paper_value=value, why=why)
 
 
-def record_claims(recorder: RunRecorder, table: pd.DataFrame, config: SharpenFocusConfig) -> None:
+def _study_scores(result: Any, kind: str, metric: str) -> np.ndarray:
+    scale = 1 if metric == "auc" else 100  # accuracy and AP in %, as the paper
+    return scale * np.array([result.scores[kind][s][metric] for s in sorted(result.scores[kind])])
+
+
+def study_setting(result: Any) -> str:
+    """The ledger's description of a study as run (its protocol after the run's overrides)."""
+    p = result.study
+    return (f"{p.dataset}{f' N={p.n_train}' if p.n_train else ''}, {p.arch} "
+            f"({'ImageNet-initialised' if p.pretrained else 'from scratch'}), {p.resolution} px, SGD lr {p.lr} "
+            f"wd {p.weight_decay}, {p.scheduler} schedule, {p.epochs} epochs, batch {p.batch_size}, "
+            f"{len(result.scores['baseline'])} training seeds, {result.n_train} training / {result.n_test} test images")
+
+
+def record_study_rows(recorder: RunRecorder, config: SharpenFocusConfig, studies: Mapping[str, Any] | None = None
+                      ) -> None:
+    """Table 2's pre-activation ResNet-164 and Tables 3–6: each row measured by its study (paired over the study's
+    seeds: trained − baseline) or not run with the reason — what is missing, or that this profile runs no study."""
+    studies = studies or {}
+    for claim_id, claim, value, name, kind, metric in PAPER_ROWS:
+        result = studies.get(name) if name else None
+        if result is None or not result.ran:
+            why = NOT_RUN_WHY.get(claim_id) or (
+                result.why if result is not None else
+                f"the {name} study is not among this run's studies ({config.profile} profile); the paper profile "
+                "runs it: attnbook run nbs/02_sharpen_focus.ipynb --profile paper (a GPU, the data, ImageNet weights)")
+            record_not_run(recorder, id=claim_id, paper=PAPER, claim=claim, paper_value=value, why=why)
+            continue
+        base, ours = _study_scores(result, "baseline", metric), _study_scores(result, kind, metric)
+        record_claim(recorder, id=claim_id, paper=PAPER, claim=claim, paper_value=value,
+                     ours=f"{base.mean():.3g} → {ours.mean():.3g}", setting=study_setting(result), expect="increase",
+                     evidence=stats.paired(base, ours, unit="seeds"),
+                     note=f"effect = + {ATTENTION_LABELS[kind]} − baseline ({'points' if metric != 'auc' else 'AUC'})")
+
+
+def study_table(studies: Mapping[str, Any]) -> pd.DataFrame:
+    """Per study and model: the mean score over seeds (accuracy / AP in %, AUC), or why the study did not run."""
+    rows = []
+    for name, result in studies.items():
+        if not result.ran:
+            rows.append({"study": name, "model": "—", "score": "not run", "seeds": 0, "note": result.why[:160]})
+            continue
+        for kind, by_seed in result.scores.items():
+            for metric in next(iter(by_seed.values())):
+                values = _study_scores(result, kind, metric)
+                rows.append({"study": name, "model": LABELS[kind], "score": f"{metric} {values.mean():.3g}",
+                             "seeds": len(values), "note": ""})
+    return pd.DataFrame(rows, columns=["study", "model", "score", "seeds", "note"])
+
+
+def record_claims(recorder: RunRecorder, table: pd.DataFrame, config: SharpenFocusConfig,
+                  studies: Mapping[str, Any] | None = None) -> None:
     """The paper's rows (:func:`record_paper_rows`), then the analog's: Table 1's ordering, and what the losses are
     said to do to the maps (separability, the discriminative part, inner vs last, consistency), paired over seeds."""
     record_paper_rows(recorder, table, config)
+    record_study_rows(recorder, config, studies)
     if config.data == "cifar100":
         analog, n = "CIFAR-100", len(_column(table, "baseline", "accuracy"))
     else:
@@ -353,14 +403,16 @@ def record_multilabel_claims(recorder: RunRecorder, frame: pd.DataFrame | None, 
                            claim=f"Table 6 analog: the losses raise multi-label {metric.upper()} over the baseline",
                            paper_value=value, why=why or "ml_seeds=0")
         return
-    where = (f"synthetic multi-label analog (1–3 birds), {config.ml_classes} classes, {config.ml_resolution} px, "
-             f"CIFAR ResNet-{config.depth} (width {config.width}), {config.ml_epochs} epochs, target map: "
+    where = (f"synthetic multi-label analog (1–{config.ml_max_objects} birds, one per quadrant), {config.ml_classes} "
+             f"classes{' in confusable pairs' if config.ml_pairs else ''}, {config.ml_train_per_class} training "
+             f"images per class, {config.ml_resolution} px, CIFAR ResNet-{config.depth} (width {config.width}), "
+             f"{config.optimizer} lr {config.lr}, {config.ml_epochs} epochs, target map: "
              f"{config.multilabel_target}, {frame.seed.nunique()} seeds, {config.profile} profile")
     for metric, paper_value in (("ap", {"channelwise": "77.44 → 83.17", "pixelwise": "77.44 → 83.22"}),
                                 ("auc", {"channelwise": "0.976 → 0.981", "pixelwise": "0.976 → 0.980"})):
         scale = 100 if metric == "ap" else 1
         base = scale * _column(frame, "baseline", metric)
-        for kind in ("channelwise", "pixelwise"):
+        for kind in [k for k in ("channelwise", "pixelwise") if k in set(frame.model)]:
             ours = scale * _column(frame, kind, metric)
             record_claim(recorder, id=f"sf-table6-analog-{metric}-{kind}", paper=PAPER,
                          claim=f"Table 6 analog: the losses on {ATTENTION_LABELS[kind]} raise multi-label "
@@ -406,6 +458,14 @@ def multilabel_sentence(frame: pd.DataFrame | None, why: str = "") -> str:
     by = frame.groupby("model").mean(numeric_only=True)
     return "; ".join(f"{LABELS[k]}: AP {100 * by.loc[k, 'ap']:.1f} %, AUC {by.loc[k, 'auc']:.3f}"
                      for k in ("baseline", "channelwise", "pixelwise") if k in by.index)
+
+
+def studies_sentence(studies: Mapping[str, Any]) -> str:
+    """Which studies ran and which did not (with what is missing), or that the profile runs none."""
+    if not studies:
+        return "none in this profile (the paper profile runs them: studies=…)"
+    return "; ".join(f"{name}: {'trained and scored' if r.ran else 'not run — ' + r.why.split('.')[0]}"
+                     for name, r in studies.items())
 
 
 def resnet18_sentence(rows: list[dict]) -> str:

@@ -9,22 +9,24 @@ multi-label variant; the cost of a training step.
 * **Models.** :func:`attnbook.models.cifar_resnet.cifar_resnet` + :class:`~attnbook.methods.sharpen_focus.
   SharpenFocusHead` (GAP + linear); inner layer ``layer2`` (the last block of the penultimate stage), last layer
   ``layer3``. Every model of a seed starts from the same initial weights (seeded) and sees the same batches.
-* **Training processes.** Small CPU models train faster as independent one-thread processes than as one
-  process with two threads, so on the CPU the jobs (model × seed) run in a pool of ``workers`` processes
-  (default: the run's CPU threads), each rebuilding the data from its seed; results do not depend on which
-  process trained a model (every training is seeded by its job). ``workers=1`` trains in this process.
+* **Training processes.** Small CPU models train as fast as independent one-thread processes as in one process
+  with two threads on idle cores (8 cpu-profile jobs on 2 cores: 25.7 s vs 26.5 s, with 10 % less CPU time), and
+  far faster when the cores are shared (intra-op threads of tiny convolutions wait, and spin, for each other: at
+  load ≈ 7, 4 jobs took 66 s in the pool and had not finished after 7 min in one process), so on the CPU the
+  jobs (model × seed) run in a pool of ``workers`` processes (default: the run's CPU threads) through
+  :func:`attnbook.parallel.process_map`, each rebuilding the data from its seed; results do not depend on which
+  process trained a model (every training is seeded by its job). ``workers=1`` trains in this process; on a GPU
+  every job trains here, with ``devices`` processes each (DistributedDataParallel) when asked.
 
 Chapter: ``nbs/02_sharpen_focus.ipynb``. Configuration: :mod:`attnbook.chapters.sharpen_focus.config`.
 """
 from __future__ import annotations
 
-import multiprocessing
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from attnbook import parallel
 from attnbook.chapters.sharpen_focus.config import ABLATIONS, MODELS, SharpenFocusConfig, ml_seeds, seeds
 from attnbook.config import device_for
 from attnbook.data import records as R
+from attnbook.devices import training_processes
 from attnbook.methods.sharpen_focus import (
     SharpenFocusHead,
     SharpenFocusModel,
@@ -79,18 +83,21 @@ def make_data(config: SharpenFocusConfig) -> Task:
 
     bench = make_benchmark(spec_for("many_class", confusable_pairs=True, num_classes=config.num_classes,
                                     train_per_class=config.train_per_class, test_per_class=config.test_per_class,
-                                    resolution=config.resolution, p_bias=1 / config.num_classes, seed=0))
+                                    resolution=config.resolution, p_bias=1 / config.num_classes,
+                                    num_parts=config.num_parts, disc_groups=config.disc_groups, seed=0))
     return Task("synthetic many-class analog", bench.train, bench.test_aligned, bench.info, bench)
 
 
 @lru_cache(maxsize=2)
 def make_multilabel_data(config: SharpenFocusConfig):
-    """The testbed's ``multi_label`` preset (1–3 birds of distinct classes per image), uninformative backgrounds."""
+    """The testbed's ``multi_label`` preset (1 to ``ml_max_objects`` birds of distinct classes per image, one per
+    quadrant), uninformative backgrounds."""
     from attnbook.data.synthetic import make_benchmark, spec_for
 
     return make_benchmark(spec_for("multi_label", num_classes=config.ml_classes,
                                    train_per_class=config.ml_train_per_class, test_per_class=config.ml_test_per_class,
-                                   resolution=config.ml_resolution, p_bias=1 / config.ml_classes, seed=0))
+                                   resolution=config.ml_resolution, p_bias=1 / config.ml_classes,
+                                   max_objects=config.ml_max_objects, confusable_pairs=config.ml_pairs, seed=0))
 
 
 # --- models and objectives ------------------------------------------------------------------------------
@@ -164,10 +171,12 @@ def objective_for(config: SharpenFocusConfig, job: Job):
 
 
 def train_config(config: SharpenFocusConfig, seed: int, epochs: int | None = None) -> TrainConfig:
-    """The optimiser and schedule of ``config`` (paper: SGD + step; CPU profiles: Adam + cosine)."""
+    """The optimiser and schedule of ``config`` (paper: SGD + step; CPU profiles: Adam + cosine), on the run's
+    device; ``devices`` (gpu, paper: 0 = every visible GPU) > 1 trains each model with DistributedDataParallel."""
     return TrainConfig(epochs=epochs or config.epochs, batch_size=config.batch_size, lr=config.lr,
                        weight_decay=config.weight_decay, optimizer=config.optimizer, scheduler=config.scheduler,
-                       milestones=config.milestones, seed=seed, device=device_for(config), progress=False)
+                       milestones=config.milestones, seed=seed, device=device_for(config), progress=False,
+                       devices=training_processes(config.devices))
 
 
 def _job_data(config: SharpenFocusConfig, job: Job) -> tuple[Dataset, int, str]:
@@ -191,37 +200,33 @@ def train_one(config: SharpenFocusConfig, job: Job, checkpoint_dir: Path | None 
     return model.eval(), history
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-
-
-def _train_state(config: SharpenFocusConfig, job: Job, checkpoint_dir: str | None,
-                 context: Mapping[str, Any] | None) -> tuple[dict[str, torch.Tensor], History]:
-    model, history = train_one(config, job, None if checkpoint_dir is None else Path(checkpoint_dir), context)
-    return {k: v.cpu() for k, v in model.state_dict().items()}, history
+def _train_state(job: Job, config: SharpenFocusConfig, checkpoint_dir: str | None,
+                 context: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+    """One job in a worker process: its trained weights on the CPU (small and picklable)."""
+    model, _ = train_one(config, job, None if checkpoint_dir is None else Path(checkpoint_dir), context)
+    return {k: v.cpu() for k, v in model.state_dict().items()}
 
 
 def worker_count(config: SharpenFocusConfig) -> int:
     """Training processes: ``config.workers``, or the run's CPU threads (1 on a GPU: one device)."""
     if device_for(config) != "cpu":
         return 1
-    return config.workers or max(1, torch.get_num_threads())
+    return config.workers or parallel.default_workers()
 
 
 def train_jobs(config: SharpenFocusConfig, jobs: Sequence[Job], checkpoint_dir: Path | None = None,
                context: Mapping[str, Any] | None = None) -> dict[Job, SharpenFocusModel]:
-    """Train every job; with more than one worker in a pool of one-thread processes (spawned), else here."""
+    """Train every job; with more than one worker in a pool of one-thread processes
+    (:func:`attnbook.parallel.process_map`), else here."""
     workers = min(worker_count(config), len(jobs))
     if workers <= 1:
         return {job: train_one(config, job, checkpoint_dir, context)[0] for job in jobs}
     directory = None if checkpoint_dir is None else str(checkpoint_dir)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init) as pool:
-        futures = {job: pool.submit(_train_state, config, job, directory, context) for job in jobs}
-        states = {job: future.result()[0] for job, future in futures.items()}
+    states = parallel.process_map(partial(_train_state, config=config, checkpoint_dir=directory, context=context),
+                                  list(jobs), workers)
     models = {}
-    for job, state in states.items():
-        data, num_classes, _ = _job_data(config, job)
+    for job, state in zip(jobs, states, strict=True):
+        _, num_classes, _ = _job_data(config, job)
         model = build_model(config, num_classes, job.seed)
         model.load_state_dict(state)
         models[job] = model.to(device_for(config)).eval()
@@ -246,8 +251,8 @@ def ablation_jobs(config: SharpenFocusConfig) -> list[Job]:
 
 
 def multilabel_jobs(config: SharpenFocusConfig) -> list[Job]:
-    """Table 6's models (baseline, + A_ch, + A_px) × the multi-label seeds."""
-    return [Job("multilabel", kind, s) for s in ml_seeds(config) for kind in ("baseline", "channelwise", "pixelwise")]
+    """Table 6's models (baseline and ``ml_kinds``: + A_ch, + A_px) × the multi-label seeds."""
+    return [Job("multilabel", kind, s) for s in ml_seeds(config) for kind in ("baseline", *config.ml_kinds)]
 
 
 def train_all(config: SharpenFocusConfig, checkpoint_dir: Path | None = None,
