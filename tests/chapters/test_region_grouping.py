@@ -86,9 +86,10 @@ def _fake_table(n: int = 6) -> pd.DataFrame:
                **{f"accc_{k}": 0.6 for k in rg_config.MODELS},
                "lm_full": 10 + 0.1 * s, "lm_no_prior": 14 + 0.3 * s, "lm_no_attention": 10 + 0.1 * s,
                "lm_inat_prior": 10.2 + 0.05 * s, "lm_kmeans": 16 - 0.2 * s, "lm_activation": 12 + 0.01 * s,
-               "lm_uniform": 25.0,
-               "pe_full": 0.1 + 0.01 * s, "pe_no_prior": 0.2, "pe_inat_prior": 0.1, "pe_cam": 0.3 + 0.02 * s,
-               "pe_gradcam": 0.3 + 0.02 * s, "pe_guided_gradcam": 0.1 + 0.01 * s + (0.002 if s % 2 else -0.002),
+               "lm_uniform": 25.0, "lm_layer4": 10 + 0.1 * s + (0.01 if s % 2 else -0.01), "lm_lr20": 13 + 0.5 * s,
+               "pd_full": 0.1 + 0.01 * s, "pd_no_prior": 0.2, "pd_inat_prior": 0.1, "pd_cam": 0.3 + 0.02 * s,
+               "pd_gradcam": 0.3 + 0.02 * s, "pd_guided_gradcam": 0.1 + 0.01 * s + (0.002 if s % 2 else -0.002),
+               "chance_disc": 0.97,
                "match_full": 0.4 + 0.01 * s, "match_no_prior": 0.2, "match_kmeans": 0.3, "match_activation": 0.1}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -102,12 +103,14 @@ def test_every_paper_number_has_a_row_and_rows_keep_the_rules(tmp_path):
     claims.record_claims(recorder, table, rg_config.PROFILES["smoke"])
     ids = [c.id for c in recorder.claims]
     assert len(rg_config.PAPER_NUMBERS) == 2 + 3 + 2 + 10 + 4 + 3 + 3  # Tables 1–7 of papers.md §3
-    assert len(ids) == len(set(ids)) == len(rg_config.PAPER_NUMBERS) + 14
+    assert len(ids) == len(set(ids)) == len(rg_config.PAPER_NUMBERS) + 19
     assert all(check_row(vars(c)) is None for c in recorder.claims)
     status = {c.id: c.status for c in recorder.claims}
     assert status["rg-t7-analog-prior-landmark"] == "reproduced"  # 10 vs 14, growing apart
     assert status["rg-t13-analog-accuracy"] == "inconclusive"  # every seed ties: no evidence either way
     assert status["rg-t6-analog-guided_gradcam"] == "inconclusive"
+    assert status["rg-choice-layer4"] == "reproduced"  # within ±1 % of the box on every seed: equivalent
+    assert status["rg-choice-lr20"] == "not reproduced"  # 3 % of the box and more worse
     assert recorder.metrics["landmark/full"] == pytest.approx(10.25)
     # a model this run did not train: its rows say so
     recorder2 = RunRecorder(notebook="03_region_grouping", run_dir=tmp_path / "b", params={}, profile="smoke", seed=0,
@@ -129,8 +132,15 @@ def test_overrides_and_profiles_and_the_config_mirrors_the_library():
     assert rg_config.CHAPTER.resolve("paper", 0, dataset="synthetic").datasets == ()
     with pytest.raises(ValueError, match="plain"):
         rg_config.RegionGroupingConfig(models=("full",))
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
-        pipeline.make_data(rg_config.CHAPTER.resolve("paper", 0, dataset="inat2017"))
+    celeba = rg_config.CHAPTER.resolve("paper", 0, dataset="celeba")  # the paper's CelebA settings swapped in
+    assert (celeba.num_parts, celeba.resolution, celeba.prior_weight, celeba.lr, celeba.epochs) == (9, 256, 0.1, 5e-3,
+                                                                                                    30)
+    assert rg_config.CHAPTER.resolve("paper", 0, dataset="celeba", num_parts=7).num_parts == 7  # an override stays
+    inat = rg_config.CHAPTER.resolve("paper", 0, dataset="inat2017")
+    assert (inat.num_parts, inat.alpha, inat.batch_size) == (8, 2e-3, 128)
+    cpu = rg_config.CHAPTER.resolve("cpu", 3)
+    assert rg_config.seeds(cpu, "layer4") == [3 + k for k in range(cpu.ablation_seeds)]
+    assert rg_config.kinds(cpu) == rg_config.MODELS[:4] + rg_config.ABLATIONS
 
 
 def test_the_paper_profile_stops_naming_what_is_missing(monkeypatch, tmp_path):
@@ -154,7 +164,7 @@ def test_the_gpu_profile_code_path_runs_on_cpu_at_tiny_sizes(tmp_path):
 
     config = shrink(rg_config.PROFILES["gpu"], num_classes=4, train_per_class=8, test_per_class=4, resolution=32,
                     source_resolution=48, width=4, n_seeds=2, epochs=1, batch_size=8, n_point=6, n_show=2)
-    assert config.models == rg_config.MODELS
+    assert set(rg_config.kinds(config)) == set(rg_config.MODELS)
     recorder = RunRecorder(notebook="03_region_grouping", run_dir=tmp_path, params={}, profile="gpu", seed=0,
                            config={}, device="cpu")
     data = pipeline.make_data(config)
@@ -163,9 +173,12 @@ def test_the_gpu_profile_code_path_runs_on_cpu_at_tiny_sizes(tmp_path):
     table = claims.per_seed(evals)
     claims.record_numbers(recorder, table)
     claims.record_claims(recorder, table, config)
-    assert {c.id: c.status for c in recorder.claims}["rg-prior-shape"] != "not run"
+    status = {c.id: c.status for c in recorder.claims}
+    assert all(status[i] != "not run" for i in ("rg-prior-shape", "rg-choice-layer4", "rg-choice-lr20-accuracy"))
+    models = pipeline.Trained()
     for fig in (figures.figure_parts(evals, 0, n=2), figures.figure_overlap(evals, 0, data.info.part_names),
-                figures.figure_errors(table)):
+                figures.figure_errors(table), figures.figure_ablations(table, config.ablations),
+                figures.figure_snapshots(models.snapshots, pipeline.snapshot_images(config, data))):
         assert fig.axes
     assert figures.explorer(evals, 0).children
 
@@ -181,3 +194,63 @@ def test_the_crop_keeps_landmarks_on_their_parts(bench):
     assert sum(on_part) / len(on_part) > 0.9
     box = t[R.BBOX]
     assert ((box[:, 2:] - box[:, :2]).amax(1) / 32).mean() == pytest.approx(1 / 1.25, abs=0.05)
+
+
+def test_snapshots_are_recorded_in_evaluation_only_and_the_lr_of_the_new_modules(bench):
+    config = rg_config.CHAPTER.resolve("smoke", 0)
+    model = pipeline.build_model(config, "full", 4)
+    x = bench.test_aligned.tensors[R.IMAGE][:3]
+    batch = {R.IMAGE: x, R.LABEL: torch.zeros(3, dtype=torch.long), pipeline.SNAPSHOT: torch.ones(3)}
+    snaps: list[torch.Tensor] = []
+    pipeline.region_objective(model.train(), batch, 0.5, snaps)  # a training step records nothing
+    assert snaps == []
+    with torch.no_grad():
+        pipeline.region_objective(model.eval(), batch, 0.5, snaps)
+        pipeline.region_objective(model, {R.IMAGE: x, R.LABEL: batch[R.LABEL]}, 0.5, snaps)  # unmarked: nothing
+    assert len(snaps) == 1 and torch.allclose(snaps[0], model.outputs(x).assign.detach())
+    assert pipeline.lr_scale(config, "lr20") == pipeline.CODE_LR_SCALE and pipeline.lr_scale(config, "full") == 1.0
+    groups = pipeline.param_groups(pipeline.build_model(config, "lr20", 4), config, "lr20")
+    assert groups[1]["lr"] == pytest.approx(config.lr * 20)
+    layer4 = pipeline.build_model(config, "layer4", 4)  # the head groups the last block's output (half the side)
+    assert layer4.outputs(x).assign.shape[-1] == model.outputs(x).assign.shape[-1] // 2
+    multi = pipeline.classification_loss(torch.zeros(2, 3), torch.ones(2, 3))  # multi-hot labels: sigmoid CE
+    assert multi.item() == pytest.approx(float(torch.log(torch.tensor(2.0))))
+
+
+def test_train_all_records_the_snapshots_of_the_first_full_model(bench):
+    from dataclasses import replace
+
+    config = replace(rg_config.CHAPTER.resolve("smoke", 0), n_seeds=1, ablations=(), models=("plain", "full"),
+                     epochs=2, batch_size=8)
+    models = pipeline.train_all(config, bench, None)
+    assert models.snapshots.shape[:3] == (config.n_snap, 3, config.num_parts)  # epochs 0, 1, 2
+    sums = models.snapshots.sum(2)  # a partition of the pixels at every epoch
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    assert not torch.equal(models.snapshots[:, 0], models.snapshots[:, -1])
+
+
+def test_chance_error_and_the_real_landmark_protocols():
+    from attnbook.chapters.region_grouping import real
+
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[0, :2] = True  # half the image
+    masks[1, 0, 0] = True  # one pixel in 16
+    assert evaluation.chance_error(masks) == pytest.approx(1 - (0.5 + 1 / 16) / 2)
+    # CelebA: the authors' code divides centres and landmarks by the inter-ocular distance before the regression
+    landmarks = torch.tensor([[[0.0, 0.0], [4.0, 0.0]], [[1.0, 1.0], [1.0, 3.0]]])
+    c, lm = real.normalised(landmarks.clone(), landmarks, None, "interocular")
+    assert torch.allclose(lm[0], landmarks[0] / 4) and torch.allclose(c[1], landmarks[1] / 2)
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 2.0], [1.0, 1.0, 3.0, 5.0]])
+    _, in_box = real.normalised(landmarks, landmarks, boxes, "box")
+    assert torch.allclose(in_box[1, 1], torch.tensor([0.0, 0.5]))
+    # centres equal to the landmarks: a perfect regression; a landmark never visible in the fitting split is skipped
+    gen = torch.Generator().manual_seed(0)
+    points = torch.rand(12, 2, 2, generator=gen) * 10 + 1
+    visible = torch.ones(12, 2, dtype=torch.bool)
+    fit_visible = visible.clone()
+    fit_visible[:, 1] = False
+    box = torch.tensor([[0.0, 0.0, 12.0, 12.0]]).expand(12, 4)
+    fit = real.Centres(points, points, fit_visible, box, torch.zeros(12, dtype=torch.long))
+    test = real.Centres(points, points, visible, box, torch.zeros(12, dtype=torch.long))
+    assert real.landmark_error(fit, test, "box") == pytest.approx(0.0, abs=1e-6)
+    assert real.landmark_error(test, test, "interocular") == pytest.approx(0.0, abs=1e-6)

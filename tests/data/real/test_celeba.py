@@ -84,3 +84,20 @@ def test_list_order_mismatch(root):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetFormatError, match=r"list_landmarks_align_celeba\.txt, line 4: image order"):
         CelebA(root)
+
+
+def test_named_files_and_the_mafl_lists(root):
+    from attnbook.data.real.celeba import MAFL_FILES, read_mafl_lists
+
+    subset = CelebA(root, split="all", files=["000004.jpg", "000002.jpg"])
+    assert subset.file_names == ["000002.jpg", "000004.jpg"]  # the partition file's order
+    assert CelebA(root, split="test", files=["000002.jpg", "000005.jpg"]).file_names == ["000005.jpg"]
+    with pytest.raises(DatasetFormatError, match="not in"):
+        CelebA(root, split="all", files=["999999.jpg"])
+    home = root / "celeba"
+    assert read_mafl_lists(home) is None  # they do not ship with CelebA
+    lists = {"train": ["000001.jpg", "000002.jpg"], "fit": ["000003.jpg 1"], "test": ["000005.jpg", "000006.jpg"]}
+    for split, lines in lists.items():
+        (home / MAFL_FILES[split]).write_text("".join(f"{line}\n" for line in lines))
+    assert read_mafl_lists(home) == {"train": ["000001.jpg", "000002.jpg"], "fit": ["000003.jpg"],
+                                     "test": ["000005.jpg", "000006.jpg"]}

@@ -1,1 +1,2 @@
-"""Chapter 3 — Region Grouping (``nbs/03_region_grouping.ipynb``): config, pipeline, evaluation, figures, claims."""
+"""Chapter 3 — Region Grouping (``nbs/03_region_grouping.ipynb``): config, pipeline, real (the paper profile's
+data sets), evaluation, figures, claims."""

@@ -18,8 +18,10 @@ from sklearn.cluster import KMeans
 from torch import nn
 
 from attnbook import metrics
+from attnbook.chapters.region_grouping import real
 from attnbook.chapters.region_grouping.config import POSTHOC, RegionGroupingConfig
 from attnbook.chapters.region_grouping.pipeline import PlainCNN, RegionGroupingModel
+from attnbook.chapters.region_grouping.real import RealTask
 from attnbook.data import records as R
 from attnbook.data.synthetic import Benchmark
 from attnbook.explain import explain
@@ -39,6 +41,8 @@ class Evaluation:
     landmark: dict[str, float] = field(default_factory=dict)  # method -> mean L2 error, % of the box size
     pointing: dict[str, float] = field(default_factory=dict)  # method -> pointing-game error on object masks
     pointing_box: dict[str, float] = field(default_factory=dict)  # method -> pointing-game error on boxes
+    pointing_part: dict[str, float] = field(default_factory=dict)  # method -> error on the discriminative part
+    chance: dict[str, float] = field(default_factory=dict)  # target -> error of a uniformly random peak (1 − area)
     overlap: dict[str, torch.Tensor] = field(default_factory=dict)  # method -> [K, P] mean soft Dice
     matching: dict[str, float] = field(default_factory=dict)  # method -> mean Dice of the one-to-one matching
     occurrence: torch.Tensor | None = None  # mean τ per part on the test split [K]
@@ -127,14 +131,28 @@ def pointing(maps: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor) -> tu
     return metrics.pointing_error_rate(maps, masks), metrics.pointing_error_rate(maps, box_masks)
 
 
-def evaluate(config: RegionGroupingConfig, model: nn.Module, bench: Benchmark, kind: str, seed: int) -> Evaluation:
-    """Score one model on the test split (its parts' landmarks fitted on the training split)."""
+def chance_error(masks: torch.Tensor) -> float:
+    """The pointing-game error of a peak placed uniformly at random: 1 − the mean area fraction of the target
+    (images with an empty target excluded, as :func:`~attnbook.metrics.pointing_error_rate` does)."""
+    area = masks.float().flatten(1).mean(1)
+    return float(1 - area[area > 0].mean())
+
+
+def evaluate(config: RegionGroupingConfig, model: nn.Module, bench: Benchmark | RealTask, kind: str,
+             seed: int) -> Evaluation:
+    """Score one model on the test split (its parts' landmarks fitted on the training split); a real data set
+    through :func:`evaluate_real`."""
+    if isinstance(bench, RealTask):
+        return evaluate_real(config, model, bench, kind, seed)
     fit, test = bench.split(FIT).tensors, bench.split(TEST).tensors
     accuracy = {split: float((predict(model, bench.split(split)).argmax(1) == bench.split(split).tensors[R.LABEL])
                              .float().mean()) for split in (TEST, "test_conflicting")}
     ev = Evaluation(kind, seed, accuracy)
     n, size, show = min(config.n_point, len(test[R.LABEL])), test[R.IMAGE].shape[-1], config.n_show
     images, boxes, masks = test[R.IMAGE][:n], test[R.BBOX][:n], test[R.MASK][:n]
+    disc = test[R.DISC_MASK][:n]  # the smaller target: the part that tells a class from its confusable twin
+    ev.chance = {"mask": chance_error(masks), "box": chance_error(metrics.boxes_to_masks(boxes, (size, size))),
+                 "disc": chance_error(disc)}
     ev.examples = {"images": images[:show], "masks": masks[:show], "landmarks": test[R.LANDMARKS][:show]}
     if isinstance(model, RegionGroupingModel):
         fit_q, _, _ = assignments(model, fit[R.IMAGE])
@@ -145,6 +163,7 @@ def evaluate(config: RegionGroupingConfig, model: nn.Module, bench: Benchmark, k
         if model.head.use_attention:  # without attention Q^T a is flat: no peak to point with
             heat = metrics.resize_to(attribution[:n, 0], masks)
             ev.pointing[kind], ev.pointing_box[kind] = pointing(heat, boxes, masks)
+            ev.pointing_part[kind] = metrics.pointing_error_rate(heat, disc)
         ev.examples.update(assign=test_q[:show], attribution=attribution[:show, 0])
         return ev
     fit_f, test_f = grouping_features(model, fit[R.IMAGE]), grouping_features(model, test[R.IMAGE])
@@ -160,12 +179,75 @@ def evaluate(config: RegionGroupingConfig, model: nn.Module, bench: Benchmark, k
     for name in POSTHOC:
         heat = explain(name, model, images, predicted, layer="layer4", fc="fc", size=(size, size)).detach()
         ev.pointing[name], ev.pointing_box[name] = pointing(heat, boxes, masks)
+        ev.pointing_part[name] = metrics.pointing_error_rate(heat, disc)
         ev.examples[name] = heat[:show]
     return ev
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _posthoc(model: PlainCNN, images: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
+    """CAM, Grad-CAM and guided Grad-CAM of the plain backbone at ``layer4`` for its predicted class ``[N, H, W]``."""
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    return {name: explain(name, model, images, predicted, layer="layer4", fc="fc", size=(size, size)).detach().cpu()
+            for name in POSTHOC}
+
+
+def evaluate_real(config: RegionGroupingConfig, model: nn.Module, task: RealTask, kind: str,
+                  seed: int) -> Evaluation:
+    """One model on a real data set (:mod:`~attnbook.chapters.region_grouping.real`): accuracy on the test split;
+    landmark error of its part centres (Region Grouping) or of the baselines on the plain backbone's ``layer3``
+    (K-means, activation channels, none), if the data set has landmarks (CUB also on its first three classes);
+    pointing-game error on object boxes, if it has them."""
+    device, size, show = _device(model), config.resolution, config.n_show
+    ev = Evaluation(kind, seed, {TEST: real.accuracy(model, task.test, task.multilabel)})
+    shown = task.first(task.test, show)
+    ev.examples = {"images": shown[R.IMAGE],
+                   "masks": shown.get(R.MASK, torch.ones(len(shown[R.IMAGE]), size, size, dtype=torch.bool)),
+                   "landmarks": shown.get(R.LANDMARKS, torch.zeros(len(shown[R.IMAGE]), 0, 2))}
+    is_rg = isinstance(model, RegionGroupingModel)
+    with torch.no_grad():
+        if is_rg:
+            methods = {kind: lambda x: model.outputs(x.to(device)).assign}
+        else:
+            def features(x: torch.Tensor) -> torch.Tensor:
+                return model.trunk(x.to(device))
+
+            methods = {"activation": real.activation_fn(features, task.fit or task.train, config.num_parts),
+                       "kmeans": real.kmeans_fn(features, task.fit or task.train, config.num_parts, seed),
+                       "uniform": lambda x: torch.ones(len(x), 1, 2, 2)}
+        for name, maps_fn in methods.items():
+            ev.examples[name] = maps_fn(shown[R.IMAGE]).float().cpu()
+            if task.fit is not None:
+                fit_c, test_c = real.centres_of(maps_fn, task.fit, size), real.centres_of(maps_fn, task.test, size)
+                ev.landmark[name] = real.landmark_error(fit_c, test_c, task.normaliser)
+                for c in task.first3:  # Table 4: each of the first three classes alone (SCOPS's protocol)
+                    ev.landmark[f"{name}_c{c + 1}"] = real.landmark_error(fit_c, test_c, task.normaliser, (c,))
+        if is_rg:
+            ev.examples["assign"] = ev.examples.pop(kind)
+            ev.examples["attribution"] = model.outputs(shown[R.IMAGE].to(device)).attribution[:, 0].cpu()
+    if task.point is not None and (not is_rg or model.head.use_attention):  # w/o attention Q^T a is flat
+        hits: dict[str, list[torch.Tensor]] = {}
+        for batch in real.batches(task.point, 32, device):
+            masks = batch[R.MASK]
+            if is_rg:
+                with torch.no_grad():
+                    heats = {kind: metrics.resize_to(model.outputs(batch[R.IMAGE]).attribution[:, 0].cpu(), masks)}
+            else:
+                heats = _posthoc(model, batch[R.IMAGE], masks.shape[-1])
+            for name, heat in heats.items():
+                hits.setdefault(name, []).append(metrics.pointing_game(heat, masks))
+        ev.pointing = {name: 1.0 - float(torch.nanmean(torch.cat(h))) for name, h in hits.items()}
+    if not is_rg:
+        ev.examples.update(_posthoc(model, shown[R.IMAGE].to(device), size))
+    return ev
+
+
 def evaluate_all(config: RegionGroupingConfig, models: dict[str, dict[int, nn.Module]],
-                 bench: Benchmark) -> dict[str, dict[int, Evaluation]]:
+                 bench: Benchmark | RealTask) -> dict[str, dict[int, Evaluation]]:
     """:func:`evaluate` for every kind × seed."""
     return {kind: {s: evaluate(config, m, bench, kind, s) for s, m in by_seed.items()} for kind, by_seed in
             models.items()}

@@ -18,7 +18,8 @@ from attnbook.viz.widgets import image_method_explorer
 
 PART_COLOURS = "tab10"
 METHOD_LABELS = {"full": "Region Grouping", "no_prior": "w/o prior", "no_attention": "w/o attention",
-                 "inat_prior": "iNat prior", "activation": "activation channels", "kmeans": "K-means (DFF-style)",
+                 "inat_prior": "iNat prior", "layer4": "grouping on layer4", "lr20": "20x lr (new modules)",
+                 "activation": "activation channels", "kmeans": "K-means (DFF-style)",
                  "uniform": "no parts (image centre)",
                  "cam": "CAM", "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
 
@@ -77,6 +78,11 @@ def figure_overlap(evals: Evals, seed: int, part_names: tuple[str, ...]) -> Figu
 
     panels = [("full", "full")] + ([("no_prior", "no_prior")] if "no_prior" in evals else []) + [("plain", "kmeans")]
     fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 2.8), squeeze=False, layout="constrained")
+    if not evals["full"][seed].overlap:  # a real data set: landmarks, no part masks
+        for ax in axes[0]:
+            ax.axis("off")
+        axes[0, 0].text(0, 0.5, "no part masks in this data set: no overlap matrix", fontsize=9)
+        return fig
     vmax = max(float(evals[k][seed].overlap[m].max()) for k, m in panels)
     for ax, (kind, method) in zip(axes[0], panels):
         table = evals[kind][seed].overlap[method].numpy()
@@ -95,15 +101,67 @@ def figure_errors(table: pd.DataFrame) -> Figure:
     """Per-seed landmark error (left) and pointing-game error on boxes (right) of every method; bars: the mean."""
     with matplotlib.rc_context(RC):
         fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.0), layout="constrained")
+    part = any(c.startswith("pd_") for c in table.columns)
     for ax, prefix, label in ((axes[0], "lm_", "landmark error (% of box)"),
-                              (axes[1], "pe_", "pointing-game error (object mask)")):
-        columns = [c for c in table.columns if c.startswith(prefix)]
+                              (axes[1], "pd_" if part else "pe_", "pointing-game error (discriminative part)" if part
+                               else "pointing-game error (object boxes)")):
+        columns = [c for c in table.columns if c.startswith(prefix) and table[c].notna().any()]
+        if part and prefix == "pd_" and "chance_disc" in table:
+            ax.axhline(float(table["chance_disc"].mean()), color="0.4", linestyle="--", linewidth=0.8)
+            ax.text(len(columns) - 0.5, float(table["chance_disc"].mean()), "random peak", fontsize=7, ha="right",
+                    va="bottom", color="0.3")
         names = [METHOD_LABELS.get(c[len(prefix):], c[len(prefix):]) for c in columns]
         for j, column in enumerate(columns):
             values = table[column].dropna().to_numpy(float)
             ax.bar(j, values.mean(), color="0.85")
             ax.scatter(np.full(len(values), j) + np.linspace(-0.2, 0.2, len(values)), values, s=8, color="C0")
         ax.set_xticks(range(len(columns)), names, rotation=35, ha="right")
+        ax.set_ylabel(label)
+    return fig
+
+
+@house_style
+def figure_snapshots(snapshots: torch.Tensor | None, images: torch.Tensor, max_columns: int = 9) -> Figure:
+    """Rows: fixed test images; columns: Region Grouping's K assignment maps in colour before training (epoch 0)
+    and after each epoch (at most ``max_columns`` epochs, evenly spaced, the last always shown) — first seed."""
+    if snapshots is None:
+        fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.8))
+        ax.axis("off")
+        ax.text(0, 0.5, "no snapshots: the model was resumed from a checkpoint", fontsize=9)
+        return fig
+    n, steps = snapshots.shape[:2]
+    columns = sorted(set(np.linspace(0, steps - 1, min(steps, max_columns)).round().astype(int).tolist()))
+    size = PAGE_WIDTH / (len(columns) + 1)
+    fig, axes = plt.subplots(n, len(columns) + 1, figsize=(PAGE_WIDTH, size * n + 0.4), squeeze=False,
+                             layout="constrained")
+    for i in range(n):
+        axes[i, 0].imshow(to_numpy_image(images[i]))
+        for j, epoch in enumerate(columns, start=1):
+            axes[i, j].imshow(parts_picture(images[i], snapshots[i, epoch]))
+    for j, title in enumerate(["image"] + [f"epoch {e}" for e in columns]):
+        axes[0, j].set_title(title, fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    return fig
+
+
+@house_style
+def figure_ablations(table: pd.DataFrame, kinds: tuple[str, ...]) -> Figure:
+    """Per-seed differences ablation − full model (left: landmark error, right: accuracy), one dot per seed the
+    ablation was trained on; bars at the mean; the dashed band: the equivalence margin."""
+    from attnbook.chapters.region_grouping.config import ACCURACY_MARGIN, LANDMARK_MARGIN
+
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 2.8), layout="constrained")
+    for ax, prefix, label, margin in ((axes[0], "lm_", "landmark error − full (% of box)", LANDMARK_MARGIN),
+                                      (axes[1], "acc_", "accuracy − full", ACCURACY_MARGIN)):
+        shown = [k for k in kinds if f"{prefix}{k}" in table]
+        for j, kind in enumerate(shown):
+            diff = (table[f"{prefix}{kind}"] - table[f"{prefix}full"]).dropna().to_numpy(float)
+            ax.bar(j, diff.mean(), color="0.85")
+            ax.scatter(np.full(len(diff), j) + np.linspace(-0.2, 0.2, len(diff)), diff, s=8, color="C0")
+        ax.axhspan(-margin, margin, color="C2", alpha=0.12, linewidth=0)
+        ax.axhline(0, color="0.3", linewidth=0.6)
+        ax.set_xticks(range(len(shown)), [METHOD_LABELS.get(k, k) for k in shown], rotation=20, ha="right")
         ax.set_ylabel(label)
     return fig
 

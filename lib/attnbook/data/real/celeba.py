@@ -42,14 +42,15 @@ class CelebA(RecordDataset):
     ``in_the_wild=False``: ``img_align_celeba/`` + list_landmarks_align_celeba.txt (the boxes refer to the
     original photos, so no ``bbox``). ``in_the_wild=True``: ``img_celeba/`` + list_landmarks_celeba.txt +
     list_bbox_celeba.txt (x, y, w, h → x0, y0, x1, y1). See :func:`large_face_indices` for Region Grouping's
-    interpretability filter.
+    interpretability filter. ``files``: keep only these image names of ``split`` (e.g. the MAFL lists of
+    :func:`read_mafl_lists`); a name the partition file lacks raises :class:`DatasetFormatError`.
     """
 
     name = "celeba"
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train",
                  size: int | tuple[int, int] | None = None, transform: SampleTransform | None = None, *,
-                 in_the_wild: bool = False, landmarks: bool = True) -> None:
+                 in_the_wild: bool = False, landmarks: bool = True, files: Sequence[str] | None = None) -> None:
         super().__init__(root, size, transform)
         check_choice(split, "split", tuple(SPLITS))
         self.home = home = require_dataset(self.name, self.root)
@@ -60,6 +61,13 @@ class CelebA(RecordDataset):
         names = read_names(partition_file, dataset=self.name)
         partition = read_numeric(partition_file, dataset=self.name, usecols=1, dtype=np.int64)[:, 0]
         keep = np.arange(len(names)) if SPLITS[split] is None else np.flatnonzero(partition == SPLITS[split])
+        if files is not None:  # a named subset (e.g. MAFL's lists), in the partition file's order
+            wanted = set(files)
+            unknown = wanted.difference(names)
+            if unknown:
+                raise DatasetFormatError(f"{len(unknown)} requested files are not in {partition_file} (e.g. "
+                                         f"{sorted(unknown)[0]}); the lists do not belong to this CelebA copy")
+            keep = np.array([i for i in keep if names[i] in wanted], dtype=np.int64)
 
         attr_file = home / "list_attr_celeba.txt"
         attribute_names = tuple(read_rows(attr_file, N_ATTRIBUTES, dataset=self.name, skip=1, limit=1)[0])
@@ -125,6 +133,19 @@ def require_in_the_wild(home: Path, landmarks: bool = True) -> None:
         raise DatasetMissingError(
             f"{home / 'list_landmarks_celeba.txt'} is missing (in-the-wild landmarks): download it from the "
             f"CelebA Drive's Anno/ folder ({source}) into DIR {then}")
+
+
+MAFL_FILES = {"train": "celebA_training.txt", "fit": "MAFL_training.txt", "test": "MAFL_testing.txt"}
+
+
+def read_mafl_lists(home: Path) -> dict[str, list[str]] | None:
+    """The landmark protocol's image lists (SCOPS / the Region Grouping code: ``celebA_training.txt`` = the training
+    images without MAFL's, ``MAFL_training.txt`` = the regressors' fitting split, ``MAFL_testing.txt`` = the test
+    split; first field of each line) from ``home``, or None when any is missing (they do not ship with CelebA)."""
+    paths = {split: home / name for split, name in MAFL_FILES.items()}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return {split: [row[0] for row in read_rows(p, 1, dataset="celeba")] for split, p in paths.items()}
 
 
 def large_face_indices(dataset: CelebA, min_fraction: float = 0.3) -> list[int]:
