@@ -3,6 +3,7 @@ code paths on fixture trees: test_sharpen_focus_profiles.py)."""
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -200,13 +201,60 @@ def test_study_rows_are_measured_paired_over_seeds_or_not_run_with_the_reason(tm
     assert claims.studies_sentence({}).startswith("none in this profile")
 
 
-def test_the_calibration_table_and_numbers_come_from_the_config():
-    from attnbook.chapters.sharpen_focus import figures
+class _Records(torch.utils.data.Dataset):
+    """Records whose image *is* the logits (with :class:`torch.nn.Identity` as the model)."""
 
-    table = figures.calibration_table()
-    assert len(table) == len(sf_config.CALIBRATION) and table["sd over seeds"].iloc[0] > 0.1
-    numbers = figures.calibration_numbers()
-    first, chosen = list(sf_config.CALIBRATION.values())[0], list(sf_config.CALIBRATION.values())[-1]
-    assert numbers["calibration/first/sd"] == first[2] and numbers["calibration/chosen/mean"] == chosen[1]
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.tensors = {"image": logits, "label": labels}
+
+    def __len__(self) -> int:
+        return len(self.tensors["label"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+def test_calibration_diagnostics_on_hand_made_predictions():
+    from types import SimpleNamespace
+
+    from attnbook.chapters.sharpen_focus import calibration
+
+    eye = torch.eye(4)
+    # test: labels 0 1 2 3 2; predictions 0 (right), 0 (its partner), 3 (partner), 0 (other pair), 2 (right)
+    test = _Records(eye[[0, 0, 3, 0, 2]], torch.tensor([0, 1, 2, 3, 2]))
+    train = _Records(eye[[0, 1, 2, 2]], torch.tensor([0, 1, 2, 3]))  # 3 of 4 right
+    task = pipeline.Task("hand", train, test, None, SimpleNamespace(confusers=torch.tensor([1, 0, 3, 2])))
+    d = calibration.diagnostics(torch.nn.Identity(), task)
+    assert d == pytest.approx({"test_accuracy": 2 / 5, "train_accuracy": 3 / 4, "pair_accuracy": 4 / 5})
+    no_pairs = calibration.diagnostics(torch.nn.Identity(), pipeline.Task("real", train, test, None))
+    assert no_pairs["test_accuracy"] == pytest.approx(2 / 5) and np.isnan(no_pairs["pair_accuracy"])
+    per_seed = {0: d, 1: {"test_accuracy": 0.6, "train_accuracy": 0.25, "pair_accuracy": 1.0},
+                2: {"test_accuracy": 0.5, "train_accuracy": 0.5, "pair_accuracy": 0.9}}
+    out = calibration.summarize(per_seed)
+    for key in calibration.DIAGNOSTICS:  # numpy as the oracle: mean and sample sd (ddof=1)
+        values = np.array([p[key] for p in per_seed.values()])
+        assert out[key] == pytest.approx(values.mean()) and out[f"{key}_sd"] == pytest.approx(values.std(ddof=1))
+    assert out["n_seeds"] == 3 and np.isnan(calibration.summarize({0: d})["test_accuracy_sd"])
+    recorded = calibration.numbers(per_seed)  # what the notebook records: no test accuracy (accuracy/baseline)
+    assert recorded == pytest.approx({k: out[k] for k in ("train_accuracy", "train_accuracy_sd", "pair_accuracy",
+                                                          "pair_accuracy_sd")})
+    assert set(calibration.numbers({0: no_pairs, 1: no_pairs})) == {"train_accuracy", "train_accuracy_sd"}
+    frame = calibration.table(per_seed)
+    assert list(frame.index) == ["seed 0", "seed 1", "seed 2", "mean", "sd"]
+    assert frame.loc["sd", "right pair"] == pytest.approx(out["pair_accuracy_sd"])
+    assert frame.loc["seed 1", "training accuracy"] == 0.25
+
+
+def test_calibration_settings_change_the_cpu_profile_as_named():
+    from attnbook.chapters.sharpen_focus import calibration
+
     cpu = sf_config.PROFILES["cpu"]
-    assert (cpu.num_classes, cpu.train_per_class, cpu.batch_size, cpu.lr) == (8, 75, 16, 2e-2)  # the chosen row
+    assert (cpu.num_classes, cpu.train_per_class, cpu.batch_size, cpu.lr, cpu.epochs) == (8, 75, 16, 2e-2, 7)
+    assert calibration.setting_config(cpu, "chosen") == cpu
+    first = calibration.setting_config(cpu, "first")
+    assert (first.num_classes, first.train_per_class, first.batch_size, first.lr, first.epochs) == (10, 60, 32, 5e-3, 7)
+    b64 = calibration.setting_config(cpu, "lr2e-2-14ep-b64")
+    assert (b64.lr, b64.epochs, b64.batch_size, b64.num_classes) == (2e-2, 14, 64, 10)
+    assert calibration.setting_config(cpu, "colour").disc_groups == ("color",)
+    with pytest.raises(ValueError, match="unknown settings"):
+        calibration.calibrate(cpu, ["nope"], 1, workers=1)

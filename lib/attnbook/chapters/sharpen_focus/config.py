@@ -9,7 +9,6 @@ discriminative part. Method: :mod:`attnbook.methods.sharpen_focus`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,28 +40,6 @@ BASELINE_CIFAR = 72.78
 PAPER_CIFAR = {"gradcam": 74.02, "channelwise": 76.11, "pixelwise": 76.24}  # Tables 1-2, ResNet-110
 PAPER_GAIN = {k: round(v - BASELINE_CIFAR, 2) for k, v in PAPER_CIFAR.items()}  # +1.24, +3.33, +3.46
 PORTS_CIFAR = (73.32, 71.30)  # the public unofficial ports on CIFAR-100: baseline → with the losses (papers.md §2)
-# Calibration of the cpu analog (baseline only, 5 seeds each unless said, one thread per model; measured while
-# calibrating this profile with the chapter's pipeline, not by a run): setting -> (seeds, mean test accuracy,
-# seed-to-seed sd, training-set accuracy, accuracy with the batch's own batch-norm statistics, right pair).
-CALIBRATION: dict[str, tuple[int, float, float, float, float, float]] = {
-    "first version: 10 classes × 60, Adam lr 5e-3, batch 32, 7 epochs": (5, 0.479, 0.125, 0.642, 0.485, 0.910),
-    "lr 1e-3": (5, 0.292, 0.142, math.nan, math.nan, math.nan),
-    "lr 2e-2": (5, 0.595, 0.102, 0.652, 0.623, 0.930),
-    "lr 5e-2": (5, 0.488, 0.216, 0.565, 0.510, 0.808),
-    "SGD lr 0.1": (5, 0.506, 0.046, 0.643, 0.526, 0.935),
-    "14 epochs": (5, 0.589, 0.109, math.nan, math.nan, math.nan),
-    "120 images per class": (5, 0.632, 0.041, math.nan, math.nan, math.nan),
-    "120 images per class, 4 epochs (the same steps)": (5, 0.526, 0.114, 0.603, 0.536, 0.907),
-    "width 16": (5, 0.472, 0.044, 0.729, 0.474, 0.980),
-    "pairs differ in colour only": (5, 0.475, 0.064, 0.624, 0.490, 0.890),
-    "3 parts per bird (larger parts)": (5, 0.471, 0.152, 0.602, 0.474, 0.842),
-    "lr 2e-2, 14 epochs": (5, 0.661, 0.022, 0.714, 0.659, 0.982),
-    "lr 2e-2, 14 epochs, batch 64": (5, 0.574, 0.099, 0.713, 0.576, 0.983),
-    "lr 2e-2, batch 16": (5, 0.638, 0.043, 0.678, 0.653, 0.994),
-    "lr 2e-2, 6 classes × 100": (5, 0.767, 0.045, 0.774, 0.791, 0.997),
-    "lr 2e-2, 8 classes × 75": (5, 0.780, 0.059, 0.698, 0.804, 0.996),
-    "chosen: lr 2e-2, batch 16, 8 classes × 75": (8, 0.722, 0.042, 0.686, 0.732, 0.998),
-}
 ML_WHY = "ml_seeds=0: the multi-label analog is switched off in this run (the cpu profile trains it over 6 seeds)"
 
 
@@ -205,7 +182,8 @@ PROFILES = {
                                 n_seeds=2, epochs=1, batch_size=16, ablations=("logits_seed",), ml_seeds=2,
                                 ml_classes=4, ml_train_per_class=4, ml_test_per_class=4, ml_resolution=32,
                                 ml_epochs=1, n_explain=8, cost_steps=1, cost_resnet18=False, workers=1),
-    # cpu: the calibrated analog (CALIBRATION); multi-label: baseline and + A_ch only (budget); no ResNet-18 cost
+    # cpu: the calibrated analog (calibration.SETTINGS, re-run by benchmarks/calibrate_sharpen_focus.py);
+    # multi-label: baseline and + A_ch only (budget); no ResNet-18 cost
     "cpu": SharpenFocusConfig(profile="cpu", ml_kinds=("channelwise",), cost_resnet18=False),
     "gpu": SharpenFocusConfig(profile="gpu", needs_gpu=True, num_classes=20, train_per_class=300, test_per_class=50,
                               resolution=64, depth=20, width=16, epochs=30, batch_size=64, lr=2e-3,

@@ -15,7 +15,6 @@ from attnbook.chapters.sharpen_focus.claims import Evals
 from attnbook.chapters.sharpen_focus.config import (
     ATTENTION_LABELS,
     ATTENTIONS,
-    CALIBRATION,
     LABELS,
     LAYERS,
     PAPER_GAIN,
@@ -147,22 +146,3 @@ def explorer(evals: Evals, seed: int, n: int = 4) -> object:
                         f"{_class_name(ex0['confusers'][i])}")
     return image_method_explorer(panels, names, captions, title="Target vs confuser, inner and last layer")
 
-
-def calibration_table() -> pd.DataFrame:
-    """The cpu analog's calibration (:data:`~attnbook.chapters.sharpen_focus.config.CALIBRATION`): per setting
-    (changes from the first version) the baseline's test accuracy over seeds, its sd, and the diagnostics."""
-    columns = ["seeds", "test accuracy", "sd over seeds", "training accuracy", "with batch statistics",
-               "right pair"]
-    return pd.DataFrame.from_dict(CALIBRATION, orient="index", columns=columns).rename_axis("setting").round(3)
-
-
-def calibration_numbers() -> dict[str, float]:
-    """The calibration numbers the prose quotes, under ``calibration/…``: the first version's and the chosen
-    setting's baseline (mean, sd over seeds, training accuracy, batch-statistics accuracy, right pair)."""
-    keys = ("seeds", "mean", "sd", "train", "bn_batch", "pair")
-    first, chosen = list(CALIBRATION.values())[0], list(CALIBRATION.values())[-1]
-    lr2_14 = CALIBRATION["lr 2e-2, 14 epochs"]
-    out = {f"calibration/first/{k}": v for k, v in zip(keys, first, strict=True)}
-    out.update({f"calibration/chosen/{k}": v for k, v in zip(keys, chosen, strict=True)})
-    out.update({"calibration/lr2e-2_14ep/sd": lr2_14[2], "calibration/lr2e-2_14ep/mean": lr2_14[1]})
-    return out
