@@ -46,3 +46,16 @@ def test_page_has_rules_summary_badges_and_settings_legend(tmp_path):
     assert "accuracy \\| hard" in page and "paired t" in page and "6 seeds" not in page
     assert ledger.badge("not run") in page and "**S1** synthetic A" in page
     assert "| BLA | 1 | 0 | 0 | 1 |" in page and "`05_brnpa`: no complete `smoke` run" in page
+
+
+def test_chapter_html_shows_the_ledger_page_columns_with_badges_and_escaped_words():
+    from attnbook.ledger import chapter_html
+
+    rows = [{"claim": "A <b> beats | B", "paper_value": 0.5, "ours": "0.7 → 0.9", "status": "reproduced",
+             "test": "paired t", "p_value": 0.01, "n": 10, "unit": "seeds", "effect": 0.2, "ci": (0.1, 0.3)},
+            {"claim": "C", "paper_value": "1.0", "ours": None, "status": "not run", "note": "needs CUB"}]
+    html = chapter_html(rows)
+    assert html.count("<tr>") == 3 and "<th>status</th>" in html
+    assert "A &lt;b&gt; beats | B" in html  # the claim's words escaped, the markdown escape of | undone
+    assert "Δ +0.2 [+0.1, +0.3]" in html and "paired t<br>p = 0.01" in html and "10 seeds" in html
+    assert 'class="claim-status claim-reproduced"' in html and "<small>needs CUB</small>" in html

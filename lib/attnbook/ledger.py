@@ -93,6 +93,8 @@ CSS = """\
 .admonition.attnbook-provenance ul { margin-bottom: 0.4em; }
 .admonition.attnbook-provenance li { overflow-wrap: anywhere; }
 .claim-count { white-space: nowrap; margin-right: 0.5em; }
+.attnbook-ledger { font-size: 0.85em; }
+.attnbook-ledger td:first-child { min-width: 16em; }
 .bd-article code.literal { overflow-wrap: anywhere; }  /* long run ids and commands wrap on phones */
 @media (max-width: 600px) { .bd-article h1 { font-size: 1.9rem; } .bd-article h2 { font-size: 1.5rem; } }
 /* wide tables scroll inside the page instead of widening it (phones) */
@@ -182,3 +184,23 @@ def ledger_markdown(records: list[dict[str, Any]], profile: str, missing: list[s
         lines += ["", f"- `{name}`: no complete `{profile}` run — its claims are missing from this page "
                       f"(run `attnbook run nbs/{name}.ipynb --profile {profile}`)."]
     return "\n".join(lines) + "\n"
+
+
+def chapter_html(claims: list[dict[str, Any]]) -> str:
+    """A chapter's own ledger as the page shows it under its last cell: the columns of the Claims ledger page
+    (claim with the reason a claim was not run · paper · ours (effect, CI) · test · n · status badge) instead of
+    every field of :class:`~attnbook.runs.Claim` (``claims_frame``), which squeezes into tall, unreadable rows."""
+    from html import escape
+
+    def text(value: str) -> str:  # the cells' own markup (<br>, badges) stays; the claim's words are escaped
+        return escape(value.replace("\\|", "|"), quote=False).replace("&lt;br&gt;", "<br>")
+
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "paper", "ours (effect, 95 % CI)", "test", "n", "status"))
+    body = []
+    for row in claims:
+        note = f"<br><small>{text(_cell(row.get('note')))}</small>" if row.get("note") else ""
+        cells = [text(_cell(row["claim"])) + note, text(_cell(row["paper_value"])), text(_ours(row)),
+                 text(_test(row)), text(_n(row)), badge(row["status"])]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (f'<table class="attnbook-ledger"><thead><tr>{head}</tr></thead><tbody>' + "".join(body)
+            + "</tbody></table>")

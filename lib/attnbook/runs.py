@@ -263,6 +263,15 @@ class RunRecorder:
 
         return pd.DataFrame([asdict(c) for c in self.claims]).drop(columns=["id"], errors="ignore")
 
+    def claims_view(self) -> Any:
+        """The claims recorded so far as the chapter page shows them (:func:`attnbook.ledger.chapter_html`):
+        claim, paper, ours with effect and CI, test, n and a status badge — an ``IPython.display.HTML``."""
+        from IPython.display import HTML
+
+        from attnbook.ledger import chapter_html
+
+        return HTML(chapter_html([asdict(c) for c in self.claims]))
+
     def save_figure(self, fig: Any, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` in the run folder."""
         path = self.run_dir / FIGURES_DIR / f"{name}.png"
