@@ -94,7 +94,9 @@ CSS = """\
 .admonition.attnbook-provenance li { overflow-wrap: anywhere; }
 .claim-count { white-space: nowrap; margin-right: 0.5em; }
 .attnbook-ledger { font-size: 0.85em; }
-.attnbook-ledger td:first-child { min-width: 16em; }
+.attnbook-ledger td:first-child { min-width: 20em; }
+.attnbook-ledger small { font-size: 0.85em; color: #5f6368; }
+.attnbook-ledger td { border-bottom: 1px solid #e0e0e0; }
 .bd-article code.literal { overflow-wrap: anywhere; }  /* long run ids and commands wrap on phones */
 @media (max-width: 600px) { .bd-article h1 { font-size: 1.9rem; } .bd-article h2 { font-size: 1.5rem; } }
 /* wide tables scroll inside the page instead of widening it (phones) */
